@@ -1,0 +1,150 @@
+"""The CarbonAwareJob API as typed Python: names, defaults and the checks CEL cannot make.
+
+The CRD (crds/gridwise.dev_carbonawarejobs.yaml) validates shape; this module turns a
+validated spec into a `JobSpec` and makes the time-dependent checks (a deadline in the
+past) that an admission-time CEL rule cannot, because CEL has no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+GROUP = "gridwise.dev"
+VERSION = "v1alpha1"
+KIND = "CarbonAwareJob"
+PLURAL = "carbonawarejobs"
+SHORT_NAME = "caj"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+LABEL_JOB = f"{GROUP}/job"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "gridwise"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+PHASES = ("Pending", "Running", "Paused", "Succeeded", "Failed")
+LIVE_POLICIES = ("agnostic", "threshold", "forecast")
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class SpecError(ValueError):
+    """A CarbonAwareJob the operator cannot run; the message is shown in status and Events."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parses Go-style durations such as 36h, 90m or 2d12h (d = 24h)."""
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise SpecError(f"completeWithin {text!r} is not a duration like 36h, 90m or 2d12h")
+    return timedelta(seconds=total)
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise SpecError(f"{text!r} is not an RFC 3339 time") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
+def format_time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    type: str = "forecast"
+    threshold_grams_per_kwh: float | None = None
+    forecast_horizon_hours: int = 48
+    max_pauses_per_day: int = 6
+    switching_cost_minutes: float = 5.0
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the operator needs from a CarbonAwareJob, with defaults applied."""
+
+    name: str
+    namespace: str
+    min_replicas: int
+    max_replicas: int
+    deadline: datetime
+    work_gpu_hours: float
+    total_steps: int | None
+    scaling_efficiency: float
+    power_per_replica_watts: float
+    carbon: Mapping[str, Any]
+    policy: PolicySpec
+    grace_period_seconds: int
+    checkpoint_path: str
+    checkpoint_claim: str | None
+    template: Mapping[str, Any]
+    compression: Mapping[str, Any] = field(default_factory=dict)
+    objective: Mapping[str, Any] = field(default_factory=dict)
+
+
+def resolve_deadline(spec: Mapping[str, Any], created: datetime) -> datetime:
+    if "deadline" in spec and spec["deadline"]:
+        return parse_time(str(spec["deadline"]))
+    if "completeWithin" in spec and spec["completeWithin"]:
+        return created + parse_duration(str(spec["completeWithin"]))
+    raise SpecError("set exactly one of deadline or completeWithin")
+
+
+def parse_job_spec(
+    name: str, namespace: str, spec: Mapping[str, Any], created: datetime
+) -> JobSpec:
+    """Builds a JobSpec; raises SpecError with a readable message for what the schema let through."""
+    replicas = spec.get("replicas") or {}
+    work = spec.get("work") or {}
+    policy = spec.get("policy") or {}
+    checkpoint = spec.get("checkpoint") or {}
+    min_r, max_r = int(replicas.get("min", 1)), int(replicas.get("max", 1))
+    if not 1 <= min_r <= max_r:
+        raise SpecError(f"replicas.min ({min_r}) must be between 1 and replicas.max ({max_r})")
+    gpu_hours = float(work.get("gpuHours", 0))
+    if gpu_hours <= 0:
+        raise SpecError(f"work.gpuHours must be positive, got {gpu_hours}")
+    ptype = str(policy.get("type", "forecast"))
+    if ptype not in LIVE_POLICIES:
+        raise SpecError(f"policy.type {ptype!r} is not one of {', '.join(LIVE_POLICIES)}")
+    threshold = policy.get("thresholdGramsPerKWh")
+    if ptype == "threshold" and threshold is None:
+        raise SpecError("policy.thresholdGramsPerKWh is required when policy.type is threshold")
+    return JobSpec(
+        name=name,
+        namespace=namespace,
+        min_replicas=min_r,
+        max_replicas=max_r,
+        deadline=resolve_deadline(spec, created),
+        work_gpu_hours=gpu_hours,
+        total_steps=int(work["totalSteps"]) if work.get("totalSteps") else None,
+        scaling_efficiency=float(work.get("scalingEfficiency", 0.9)),
+        power_per_replica_watts=float(work.get("powerPerReplicaWatts", 400.0)),
+        carbon=dict(spec.get("carbon") or {}),
+        policy=PolicySpec(
+            type=ptype,
+            threshold_grams_per_kwh=float(threshold) if threshold is not None else None,
+            forecast_horizon_hours=int(policy.get("forecastHorizonHours", 48)),
+            max_pauses_per_day=int(policy.get("maxPausesPerDay", 6)),
+            switching_cost_minutes=float(policy.get("switchingCostMinutes", 5.0)),
+        ),
+        grace_period_seconds=int(checkpoint.get("gracePeriodSeconds", 120)),
+        checkpoint_path=str(checkpoint.get("path", "/checkpoints")),
+        checkpoint_claim=checkpoint.get("volumeClaimName"),
+        template=dict(spec.get("template") or {}),
+        compression=dict(spec.get("compression") or {}),
+        objective=dict(spec.get("objective") or {}),
+    )

@@ -1,0 +1,362 @@
+"""A real local Kubernetes control plane without Docker, for the tests and the demo.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake GPU
+nodes) run as child processes on loopback. The binaries come from
+`hack/build-control-plane.sh`, which builds them once into a versioned cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "helm",
+)
+BUILD_HINT = "hack/build-control-plane.sh"
+ADMIN_TOKEN = "gridwise-admin-token"  # loopback-only cluster that lives as long as a test session
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+class ControlPlaneError(RuntimeError):
+    """The local control plane could not be found or started; the message says how to fix it."""
+
+
+def _repo_root() -> Path | None:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "hack" / "build-control-plane.sh").is_file():
+            return parent
+    return None
+
+
+def find_binaries(bin_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the control-plane binaries are, or an error naming the command that builds them."""
+    candidates: list[Path] = []
+    if bin_dir is not None:
+        candidates.append(Path(bin_dir))
+    if env := os.environ.get("GRIDWISE_CONTROLPLANE_BIN"):
+        candidates.append(Path(env))
+    root = _repo_root()
+    if root is not None:
+        script = root / "hack" / "build-control-plane.sh"
+        probe = subprocess.run(
+            ["bash", str(script), "--print-if-built"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0 and probe.stdout.strip():
+            candidates.append(Path(probe.stdout.strip()))
+    for cand in candidates:
+        if all((cand / b).is_file() and os.access(cand / b, os.X_OK) for b in BINARIES):
+            return cand
+    where = ", ".join(str(c) for c in candidates) or "nowhere (GRIDWISE_CONTROLPLANE_BIN is unset)"
+    raise ControlPlaneError(
+        f"control-plane binaries not found (looked in {where}). Build them once with `{BUILD_HINT}` "
+        "(about 30-60 minutes on 2 cores; cached under ~/.cache/gridwise), or point KUBECONFIG at a cluster."
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class GPUNodePool:
+    """Fake kwok nodes that advertise `nvidia.com/gpu` capacity."""
+
+    count: int = 2
+    gpus_per_node: int = 8
+    name_prefix: str = "kwok-gpu"
+    labels: dict[str, str] = field(
+        default_factory=lambda: {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    )
+
+
+def build_gpu_node(name: str, gpus: int, labels: dict[str, str]) -> dict[str, object]:
+    """A Node manifest that kwok manages and the scheduler sees as a GPU machine."""
+    capacity = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                **labels,
+            },
+        },
+        "spec": {"taints": []},
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
+
+
+class LocalControlPlane:
+    """Starts and stops the control plane; `kubeconfig` is ready once `start()` returns."""
+
+    def __init__(self, workdir: Path | None = None, bin_dir: Path | None = None, log_to: Path | None = None):
+        self.bin = find_binaries(bin_dir)
+        self._owns_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="gridwise-cp-"))
+        self.logdir = log_to or self.workdir / "logs"
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.port = free_port()
+        self.server = f"https://127.0.0.1:{self.port}"
+        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self, timeout: float = 120.0) -> LocalControlPlane:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._write_credentials()
+            self._start_etcd()
+            self._start_apiserver()
+            self._wait_ready(timeout)
+            self._write_kubeconfig()
+            self._start_controllers()
+            self._start_kwok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        # Stateless parts die at once; etcd and the apiserver get a moment to close cleanly.
+        for name, proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM if name in ("etcd", "kube-apiserver") else signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        for _, proc in reversed(self._procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs.clear()
+        if self._owns_workdir and not os.environ.get("GRIDWISE_KEEP_CLUSTER_DIR"):
+            shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+
+    def __enter__(self) -> LocalControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers -------------------------------------------------------------------
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Runs this cluster's kubectl; the error message carries stderr so a failing test shows why."""
+        proc = subprocess.run(
+            [str(self.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    def add_gpu_nodes(self, pool: GPUNodePool) -> list[str]:
+        names = [f"{pool.name_prefix}-{i}" for i in range(pool.count)]
+        docs = [build_gpu_node(n, pool.gpus_per_node, pool.labels) for n in names]
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+        return names
+
+    def wait_nodes_ready(self, names: Sequence[str], timeout: float = 60.0) -> None:
+        self.kubectl("wait", "--for=condition=Ready", f"--timeout={int(timeout)}s", *[f"node/{n}" for n in names])
+
+    def env(self) -> dict[str, str]:
+        """Environment for child tools (kubectl, helm) that should talk to this cluster."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}"}
+
+    # -- internals -----------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen([str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self._procs.append((name, proc))
+        time.sleep(0.2)
+        if proc.poll() is not None:
+            raise ControlPlaneError(f"{name} exited at once (code {proc.returncode}); see {self.logdir / name}.log")
+
+    def _write_credentials(self) -> None:
+        key = self.workdir / "sa.key"
+        if not key.exists():
+            subprocess.run(
+                ["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True
+            )
+            subprocess.run(
+                ["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(self.workdir / "sa.pub")],
+                check=True,
+                capture_output=True,
+            )
+        (self.workdir / "tokens.csv").write_text(f'{ADMIN_TOKEN},gridwise-admin,1,"system:masters"\n')
+
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        self._spawn(
+            "etcd",
+            [
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync=true",
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ],
+        )
+
+    def _start_apiserver(self) -> None:
+        certs = self.workdir / "certs"
+        certs.mkdir(exist_ok=True)
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={self.etcd_url}",
+                f"--cert-dir={certs}",
+                f"--secure-port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--authorization-mode=RBAC",
+                f"--token-auth-file={self.workdir / 'tokens.csv'}",
+                f"--service-account-issuer={self.server}/",
+                f"--service-account-key-file={self.workdir / 'sa.pub'}",
+                f"--service-account-signing-key-file={self.workdir / 'sa.key'}",
+                "--enable-priority-and-fairness=false",
+                "--max-requests-inflight=2000",
+                "--max-mutating-requests-inflight=1000",
+                "--event-ttl=2h",
+                "--v=1",
+            ],
+        )
+
+    def _wait_ready(self, timeout: float) -> None:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        req = urllib.request.Request(f"{self.server}/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            for name, proc in self._procs:
+                if proc.poll() is not None:
+                    raise ControlPlaneError(f"{name} died (code {proc.returncode}); see {self.logdir / name}.log")
+            try:
+                with urllib.request.urlopen(req, context=ctx, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.3)
+        raise ControlPlaneError(f"kube-apiserver not ready after {timeout:.0f}s ({last}); see {self.logdir}")
+
+    def _write_kubeconfig(self) -> None:
+        ca = self.workdir / "certs" / "apiserver.crt"
+        cluster: dict[str, object] = {"server": self.server}
+        if ca.exists():
+            cluster["certificate-authority"] = str(ca)
+        else:  # pragma: no cover - the apiserver always writes its self-signed pair here
+            cluster["insecure-skip-tls-verify"] = True
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "gridwise-local", "cluster": cluster}],
+            "users": [{"name": "gridwise-admin", "user": {"token": ADMIN_TOKEN}}],
+            "contexts": [{"name": "gridwise-local", "context": {"cluster": "gridwise-local", "user": "gridwise-admin"}}],
+            "current-context": "gridwise-local",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.kubeconfig.chmod(0o600)
+
+    def _start_controllers(self) -> None:
+        kc = str(self.kubeconfig)
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}",
+                f"--authorization-kubeconfig={kc}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--service-account-private-key-file={self.workdir / 'sa.key'}",
+                f"--root-ca-file={self.workdir / 'certs' / 'apiserver.crt'}",
+                "--use-service-account-credentials=false",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
+                "--concurrent-job-syncs=20",
+                "--kube-api-qps=500",
+                "--kube-api-burst=1000",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}",
+                f"--authorization-kubeconfig={kc}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--kube-api-qps=500",
+                "--kube-api-burst=1000",
+                "--v=1",
+            ],
+        )
+
+    def _start_kwok(self) -> None:
+        stages = self.workdir / "kwok-stages.yaml"
+        stages.write_text(resources.files("gridwise").joinpath("data", "kwok-stages.yaml").read_text())
+        self._spawn(
+            "kwok",
+            [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={stages}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                "--cidr=10.0.0.0/16",
+                "--node-ip=10.0.0.1",
+                f"--server-address=127.0.0.1:{free_port()}",
+            ],
+        )
+
+
+@contextlib.contextmanager
+def running_control_plane(gpu_nodes: GPUNodePool | None = None) -> Iterator[LocalControlPlane]:
+    """Context manager used by the demo: a cluster with fake GPU nodes, torn down on exit."""
+    with LocalControlPlane() as cp:
+        if gpu_nodes is not None and gpu_nodes.count:
+            cp.wait_nodes_ready(cp.add_gpu_nodes(gpu_nodes))
+        yield cp

@@ -1,0 +1,1 @@
+"""Kubernetes glue: manifests, API access, kopf handlers. Decisions live elsewhere."""
