@@ -116,15 +116,60 @@ def build_gpu_node(name: str, gpus: int, labels: dict[str, str]) -> dict[str, ob
     }
 
 
-class LocalControlPlane:
+class Cluster:
+    """Any cluster reached through a kubeconfig: the local control plane, kind, or a real one."""
+
+    def __init__(self, kubeconfig: Path, bin_dir: Path | None) -> None:
+        self.kubeconfig = kubeconfig
+        self.bin = bin_dir
+
+    def tool(self, name: str) -> str:
+        if self.bin is not None and (self.bin / name).is_file():
+            return str(self.bin / name)
+        found = shutil.which(name)
+        if found is None:
+            raise ControlPlaneError(f"{name} not found: build it with `{BUILD_HINT}` or put it on PATH")
+        return found
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Runs kubectl against this cluster; the error carries stderr so a failing test shows why."""
+        proc = subprocess.run(
+            [self.tool("kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    def add_gpu_nodes(self, pool: GPUNodePool) -> list[str]:
+        names = [f"{pool.name_prefix}-{i}" for i in range(pool.count)]
+        docs = [build_gpu_node(n, pool.gpus_per_node, pool.labels) for n in names]
+        self.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(docs))
+        return names
+
+    def wait_nodes_ready(self, names: Sequence[str], timeout: float = 60.0) -> None:
+        self.kubectl("wait", "--for=condition=Ready", f"--timeout={int(timeout)}s", *[f"node/{n}" for n in names])
+
+    def env(self) -> dict[str, str]:
+        """Environment for child tools (kubectl, helm) that should talk to this cluster."""
+        path = os.environ.get("PATH", "")
+        if self.bin is not None:
+            path = f"{self.bin}{os.pathsep}{path}"
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": path}
+
+
+class LocalControlPlane(Cluster):
     """Starts and stops the control plane; `kubeconfig` is ready once `start()` returns."""
 
     def __init__(self, workdir: Path | None = None, bin_dir: Path | None = None, log_to: Path | None = None):
-        self.bin = find_binaries(bin_dir)
+        self.bin_dir = find_binaries(bin_dir)
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="gridwise-cp-"))
         self.logdir = log_to or self.workdir / "logs"
-        self.kubeconfig = self.workdir / "kubeconfig"
+        super().__init__(self.workdir / "kubeconfig", self.bin_dir)
         self.port = free_port()
         self.server = f"https://127.0.0.1:{self.port}"
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -168,37 +213,10 @@ class LocalControlPlane:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- helpers -------------------------------------------------------------------
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Runs this cluster's kubectl; the error message carries stderr so a failing test shows why."""
-        proc = subprocess.run(
-            [str(self.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc
-
-    def add_gpu_nodes(self, pool: GPUNodePool) -> list[str]:
-        names = [f"{pool.name_prefix}-{i}" for i in range(pool.count)]
-        docs = [build_gpu_node(n, pool.gpus_per_node, pool.labels) for n in names]
-        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-        return names
-
-    def wait_nodes_ready(self, names: Sequence[str], timeout: float = 60.0) -> None:
-        self.kubectl("wait", "--for=condition=Ready", f"--timeout={int(timeout)}s", *[f"node/{n}" for n in names])
-
-    def env(self) -> dict[str, str]:
-        """Environment for child tools (kubectl, helm) that should talk to this cluster."""
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}"}
-
     # -- internals -----------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen([str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(self.bin_dir / name), *args], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self._procs.append((name, proc))
         time.sleep(0.2)
