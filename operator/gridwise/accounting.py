@@ -6,9 +6,10 @@ totals it wrote into the CarbonAwareJob's status and loses nothing.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from datetime import datetime
+
+from gridwise.planner.scaling import throughputs
 
 J_PER_KWH = 3.6e6
 
@@ -39,12 +40,8 @@ class Totals:
 
 
 def throughput(replicas: int, scaling_efficiency: float) -> float:
-    """GPU-hours of single-replica work done per hour at `replicas` (e per doubling)."""
-    if replicas <= 0:
-        return 0.0
-    if replicas == 1:
-        return 1.0
-    return float(replicas * scaling_efficiency ** math.log2(replicas))
+    """GPU-hours of single-replica work done per hour at `replicas`: the planner's scaling model."""
+    return throughputs(max(replicas, 0), scaling_efficiency, None)[max(replicas, 0)]
 
 
 def advance(
@@ -91,6 +88,7 @@ def advance(
         energy_joules=totals.energy_joules + energy,
         emissions_grams=totals.emissions_grams + grams,
         work_done_gpu_hours=totals.work_done_gpu_hours + work,
-        baseline_emissions_grams=totals.baseline_emissions_grams + baseline_energy_kwh * intensity_grams_per_kwh,
+        baseline_emissions_grams=totals.baseline_emissions_grams
+        + baseline_energy_kwh * intensity_grams_per_kwh,
         baseline_work_gpu_hours=totals.baseline_work_gpu_hours + baseline_rate * baseline_hours,
     )

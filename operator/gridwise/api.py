@@ -96,16 +96,14 @@ class JobSpec:
 
 
 def resolve_deadline(spec: Mapping[str, Any], created: datetime) -> datetime:
-    if "deadline" in spec and spec["deadline"]:
+    if spec.get("deadline"):
         return parse_time(str(spec["deadline"]))
-    if "completeWithin" in spec and spec["completeWithin"]:
+    if spec.get("completeWithin"):
         return created + parse_duration(str(spec["completeWithin"]))
     raise SpecError("set exactly one of deadline or completeWithin")
 
 
-def parse_job_spec(
-    name: str, namespace: str, spec: Mapping[str, Any], created: datetime
-) -> JobSpec:
+def parse_job_spec(name: str, namespace: str, spec: Mapping[str, Any], created: datetime) -> JobSpec:
     """Builds a JobSpec; raises SpecError with a readable message for what the schema let through."""
     replicas = spec.get("replicas") or {}
     work = spec.get("work") or {}

@@ -37,6 +37,8 @@ BINARIES = (
 BUILD_HINT = "hack/build-control-plane.sh"
 ADMIN_TOKEN = "gridwise-admin-token"  # loopback-only cluster that lives as long as a test session
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+POD_CIDR = "127.64.0.0/16"
+NODE_IP = "127.63.0.1"
 
 
 class ControlPlaneError(RuntimeError):
@@ -131,7 +133,9 @@ class Cluster:
             raise ControlPlaneError(f"{name} not found: build it with `{BUILD_HINT}` or put it on PATH")
         return found
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Runs kubectl against this cluster; the error carries stderr so a failing test shows why."""
         proc = subprocess.run(
             [self.tool("kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
@@ -151,7 +155,9 @@ class Cluster:
         return names
 
     def wait_nodes_ready(self, names: Sequence[str], timeout: float = 60.0) -> None:
-        self.kubectl("wait", "--for=condition=Ready", f"--timeout={int(timeout)}s", *[f"node/{n}" for n in names])
+        self.kubectl(
+            "wait", "--for=condition=Ready", f"--timeout={int(timeout)}s", *[f"node/{n}" for n in names]
+        )
 
     def env(self) -> dict[str, str]:
         """Environment for child tools (kubectl, helm) that should talk to this cluster."""
@@ -221,14 +227,14 @@ class LocalControlPlane(Cluster):
         self._procs.append((name, proc))
         time.sleep(0.2)
         if proc.poll() is not None:
-            raise ControlPlaneError(f"{name} exited at once (code {proc.returncode}); see {self.logdir / name}.log")
+            raise ControlPlaneError(
+                f"{name} exited at once (code {proc.returncode}); see {self.logdir / name}.log"
+            )
 
     def _write_credentials(self) -> None:
         key = self.workdir / "sa.key"
         if not key.exists():
-            subprocess.run(
-                ["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True
-            )
+            subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
             subprocess.run(
                 ["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(self.workdir / "sa.pub")],
                 check=True,
@@ -284,13 +290,17 @@ class LocalControlPlane(Cluster):
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        req = urllib.request.Request(f"{self.server}/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        req = urllib.request.Request(
+            f"{self.server}/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
             for name, proc in self._procs:
                 if proc.poll() is not None:
-                    raise ControlPlaneError(f"{name} died (code {proc.returncode}); see {self.logdir / name}.log")
+                    raise ControlPlaneError(
+                        f"{name} died (code {proc.returncode}); see {self.logdir / name}.log"
+                    )
             try:
                 with urllib.request.urlopen(req, context=ctx, timeout=2) as resp:
                     if resp.status == 200:
@@ -312,7 +322,9 @@ class LocalControlPlane(Cluster):
             "kind": "Config",
             "clusters": [{"name": "gridwise-local", "cluster": cluster}],
             "users": [{"name": "gridwise-admin", "user": {"token": ADMIN_TOKEN}}],
-            "contexts": [{"name": "gridwise-local", "context": {"cluster": "gridwise-local", "user": "gridwise-admin"}}],
+            "contexts": [
+                {"name": "gridwise-local", "context": {"cluster": "gridwise-local", "user": "gridwise-admin"}}
+            ],
             "current-context": "gridwise-local",
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
@@ -364,8 +376,10 @@ class LocalControlPlane(Cluster):
                 f"--config={stages}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-                "--cidr=10.0.0.0/16",
-                "--node-ip=10.0.0.1",
+                # Fake pod and node IPs on loopback: anything that connects to a pod (the
+                # operator's progress scrape) stays on this machine, and a test can serve there.
+                f"--cidr={POD_CIDR}",
+                f"--node-ip={NODE_IP}",
                 f"--server-address=127.0.0.1:{free_port()}",
             ],
         )

@@ -19,7 +19,7 @@ TRAINER_CONTAINER_ENV_PREFIX = "GRIDWISE_"
 
 
 def job_name(caj_name: str) -> str:
-    """The Job (and headless Service) a CarbonAwareJob owns; deterministic so restarts adopt, never duplicate."""
+    """The Job (and headless Service) a CarbonAwareJob owns: fixed, so restarts adopt, never duplicate."""
     return caj_name
 
 
@@ -77,7 +77,9 @@ def build_trainer_env(spec: JobSpec) -> list[dict[str, Any]]:
             {
                 "name": "GRIDWISE_NODE_RANK",
                 "valueFrom": {
-                    "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+                    "fieldRef": {
+                        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                    }
                 },
             },
         ]
@@ -119,14 +121,18 @@ def build_pod_template(spec: JobSpec) -> dict[str, Any]:
     if spec.checkpoint_claim:
         volumes = list(pod.get("volumes") or [])
         if not any(v.get("name") == "checkpoints" for v in volumes):
-            volumes.append({"name": "checkpoints", "persistentVolumeClaim": {"claimName": spec.checkpoint_claim}})
+            volumes.append(
+                {"name": "checkpoints", "persistentVolumeClaim": {"claimName": spec.checkpoint_claim}}
+            )
         pod["volumes"] = volumes
     if is_elastic(spec):
         pod["subdomain"] = job_name(spec.name)
     return template
 
 
-def build_job(body: Mapping[str, Any], spec: JobSpec, *, replicas: int, suspend: bool = True) -> dict[str, Any]:
+def build_job(
+    body: Mapping[str, Any], spec: JobSpec, *, replicas: int, suspend: bool = True
+) -> dict[str, Any]:
     """The batch/v1 Job for a CarbonAwareJob. It starts suspended: the first plan decides when it runs."""
     replicas = max(spec.min_replicas, min(spec.max_replicas, replicas))
     job_spec: dict[str, Any] = {

@@ -1,0 +1,21 @@
+"""The carbon signal: providers, their validation, the forecaster that fills gaps, and CarbonSignal."""
+
+from gridwise.carbon.errors import ProviderError
+from gridwise.carbon.forecaster import SeasonalForecaster
+from gridwise.carbon.providers.base import Provider
+from gridwise.carbon.reading import SIGNAL_TYPES, IntensityPoint, ProviderResult, SignalReading
+from gridwise.carbon.registry import PROVIDERS, build_provider
+from gridwise.carbon.signal import CarbonSignal
+
+__all__ = [
+    "PROVIDERS",
+    "SIGNAL_TYPES",
+    "CarbonSignal",
+    "IntensityPoint",
+    "Provider",
+    "ProviderError",
+    "ProviderResult",
+    "SeasonalForecaster",
+    "SignalReading",
+    "build_provider",
+]

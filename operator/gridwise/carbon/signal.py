@@ -1,0 +1,177 @@
+"""CarbonSignal: the operator's only door to carbon data. It never raises; a failure is a stale reading.
+
+It caches for a TTL, rate-limits provider calls, bounds each call with a timeout, retries with
+exponential backoff (sleeping on the injected clock), and fills a short or missing forecast with the
+seasonal forecaster over the history it has seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from datetime import datetime, timedelta
+
+from gridwise.carbon.errors import ProviderError
+from gridwise.carbon.forecaster import SeasonalForecaster
+from gridwise.carbon.providers.base import Provider
+from gridwise.carbon.reading import IntensityPoint, ProviderResult, SignalReading
+from gridwise.carbon.secrets import redact
+from gridwise.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+class CarbonSignal:
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        clock: Clock,
+        ttl_s: float = 300.0,
+        min_interval_s: float = 60.0,
+        timeout_s: float = 10.0,
+        retries: int = 2,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        horizon: timedelta = timedelta(hours=48),
+        forecaster: SeasonalForecaster | None = None,
+        history_span: timedelta = timedelta(days=8),
+    ) -> None:
+        if ttl_s < 0 or min_interval_s < 0 or timeout_s <= 0 or retries < 0 or backoff_s < 0:
+            raise ValueError("CarbonSignal: ttl, interval, retries and backoff must be >= 0 and timeout > 0")
+        self._provider = provider
+        self._clock = clock
+        self._ttl = timedelta(seconds=ttl_s)
+        self._min_interval = timedelta(seconds=min_interval_s)
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._horizon = horizon
+        self._forecaster = forecaster or SeasonalForecaster()
+        self._history_span = history_span
+        self._history: deque[IntensityPoint] = deque()
+        self._last: SignalReading | None = None
+        self._last_good: SignalReading | None = None
+        self._last_attempt: datetime | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def provider(self) -> Provider:
+        return self._provider
+
+    async def read(self) -> SignalReading:
+        """The freshest reading the limits allow; concurrent callers share one provider call."""
+        async with self._lock:
+            now = self._clock.now()
+            if self._last is not None and not self._last.stale and now - self._last.fetched_at < self._ttl:
+                return self._last
+            recent = self._last_attempt is not None and now - self._last_attempt < self._min_interval
+            if self._last is not None and recent:
+                return self._last
+            self._last_attempt = now
+            try:
+                reading = await self._fetch_with_retries(now)
+            except Exception as exc:  # the operator must never see a provider crash
+                reading = self._stale(now, f"unexpected {type(exc).__name__} in provider")
+            self._last = reading
+            return reading
+
+    async def _fetch_with_retries(self, now: datetime) -> SignalReading:
+        reason = "no attempt made"
+        for attempt in range(self._retries + 1):
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    result = await self._provider.fetch()
+                return self._fresh(result)
+            except TimeoutError:
+                reason = f"{self._provider.name}: no answer within {self._timeout_s:g} s"
+                retryable = True
+            except ProviderError as exc:
+                reason, retryable = exc.message, exc.retryable
+            if not retryable or attempt == self._retries:
+                break
+            await self._clock.sleep(min(self._max_backoff_s, self._backoff_s * 2**attempt))
+        return self._stale(self._clock.now(), reason)
+
+    def _remember(self, points: tuple[IntensityPoint, ...]) -> None:
+        for point in points:
+            if not self._history or point.start >= self._history[-1].end:
+                self._history.append(point)
+        while self._history and self._history[0].end < self._clock.now() - self._history_span:
+            self._history.popleft()
+
+    def _fill(
+        self, current: IntensityPoint | None, forecast: tuple[IntensityPoint, ...], now: datetime
+    ) -> tuple[tuple[IntensityPoint, ...], str]:
+        """Extend a short forecast with the seasonal forecaster; say so in the reason."""
+        want_end = now + self._horizon
+        have_end = forecast[-1].end if forecast else (current.end if current else now)
+        if have_end >= want_end:
+            return forecast, ""
+        history = list(self._provider.history(now, self._history_span)) or list(self._history)
+        if current is not None and (not history or current.start >= history[-1].end):
+            history.append(current)
+        extra = self._forecaster.forecast(history, have_end, want_end)
+        if not extra:
+            return forecast, "; no history yet to extend the forecast"
+        hours = (extra[-1].end - have_end).total_seconds() / 3600
+        return forecast + extra, f"; forecast extended {hours:.0f} h by the seasonal forecaster"
+
+    def _fresh(self, result: ProviderResult) -> SignalReading:
+        now = self._clock.now()
+        if result.current is not None:
+            self._remember((result.current,))
+        forecast, note = self._fill(result.current, result.forecast, now)
+        reading = SignalReading(
+            zone=self._provider.zone,
+            provider=self._provider.name,
+            signal_type=result.signal_type,
+            current=result.current,
+            forecast=forecast,
+            stale=False,
+            reason="ok" + note,
+            fetched_at=now,
+            emission_factor=result.emission_factor,
+        )
+        self._last_good = reading
+        return reading
+
+    def _stale(self, now: datetime, reason: str) -> SignalReading:
+        reason = redact(reason, self._provider.secrets)
+        good = self._last_good
+        if good is None:
+            log.warning(
+                "carbon signal %s/%s unavailable: %s", self._provider.name, self._provider.zone, reason
+            )
+            return SignalReading(
+                zone=self._provider.zone,
+                provider=self._provider.name,
+                signal_type=self._provider.signal_type,
+                current=None,
+                forecast=(),
+                stale=True,
+                reason=f"{reason}; no good reading yet",
+                fetched_at=now,
+            )
+        age_min = (now - good.fetched_at).total_seconds() / 60
+        full = f"{reason}; using the last good reading from {age_min:.0f} min ago"
+        log.warning("carbon signal %s/%s stale: %s", self._provider.name, self._provider.zone, full)
+        return SignalReading(
+            zone=good.zone,
+            provider=good.provider,
+            signal_type=good.signal_type,
+            current=good.current,
+            forecast=tuple(p for p in good.forecast if p.end > now),
+            stale=True,
+            reason=full,
+            fetched_at=now,
+            emission_factor=good.emission_factor,
+        )
+
+    async def aclose(self) -> None:
+        await self._provider.aclose()
+
+    def __repr__(self) -> str:
+        return f"CarbonSignal({self._provider!r})"

@@ -1,0 +1,103 @@
+"""The few Kubernetes API calls the operator makes, as plain dicts.
+
+Responses are read as raw JSON rather than client model objects: cheaper at hundreds of
+jobs, and the dicts are what the pure builders and tests already speak.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+async def _json(resp: Any) -> dict[str, Any]:
+    """The body of a raw response; raises ApiException for non-2xx (raw responses are not checked)."""
+    body = await resp.read()
+    if not 200 <= resp.status <= 299:
+        raise ApiException(status=resp.status, reason=body.decode(errors="replace")[:500])
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError("Kubernetes API answered with something other than an object")
+    return data
+
+
+class Kube:
+    """Async access to Jobs, Services, Pods and Secrets for the controller."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        # Typed as Any: we pass and read raw JSON dicts, not the client's model classes.
+        self.batch: Any = client.BatchV1Api(api)
+        self.core: Any = client.CoreV1Api(api)
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+        """In-cluster credentials when running in a pod, else the kubeconfig (or $KUBECONFIG)."""
+        cfg = client.Configuration()
+        if kubeconfig is None:
+            try:
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+                return cls(client.ApiClient(cfg))
+            except config.ConfigException:
+                pass
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        cfg.connection_pool_maxsize = 64
+        return cls(client.ApiClient(cfg))
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await _json(await self.batch.read_namespaced_job(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Creates a Job or Service; None when it already exists (a restart adopts, never duplicates)."""
+        ns = manifest["metadata"]["namespace"]
+        try:
+            if manifest["kind"] == "Job":
+                resp = await self.batch.create_namespaced_job(ns, manifest, _preload_content=False)
+            elif manifest["kind"] == "Service":
+                resp = await self.core.create_namespaced_service(ns, manifest, _preload_content=False)
+            else:
+                raise ValueError(f"cannot create a {manifest['kind']}")
+            return await _json(resp)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    async def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        resp = await self.batch.patch_namespaced_job(
+            name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
+        )
+        return await _json(resp)
+
+    async def job_pod_ips(self, namespace: str, job: str) -> list[str]:
+        """IPs of the Job's running pods, for the progress scrape."""
+        resp = await self.core.list_namespaced_pod(
+            namespace,
+            label_selector=f"job-name={job}",
+            field_selector="status.phase=Running",
+            _preload_content=False,
+        )
+        pods = (await _json(resp)).get("items", [])
+        return [p["status"]["podIP"] for p in pods if p.get("status", {}).get("podIP")]
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's keys, decoded; the values never leave the carbon provider that needs them."""
+        import base64
+
+        resp = await self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        data = (await _json(resp)).get("data") or {}
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}

@@ -1,0 +1,132 @@
+"""The operator's Prometheus metrics, in base units and Prometheus naming conventions.
+
+Per-job totals (energy, emissions, avoided emissions) are exported by a collector that
+reads the operator's latest view of each job, so they are true counters (`*_total`)
+without the operator keeping a second copy of state that could drift from status.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gridwise.api import PHASES
+
+
+@dataclass(frozen=True)
+class JobView:
+    namespace: str
+    name: str
+    phase: str
+    replicas: int
+    energy_joules: float
+    emissions_grams: float
+    avoided_grams: float
+    progress: float
+    deadline_slack_seconds: float
+    signal_type: str
+
+
+class JobCollector(Collector):
+    """Exports the latest status of every CarbonAwareJob the operator reconciled."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[tuple[str, str], JobView] = {}
+        self._lock = threading.Lock()
+
+    def update(self, view: JobView) -> None:
+        with self._lock:
+            self._jobs[(view.namespace, view.name)] = view
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._jobs.pop((namespace, name), None)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            jobs = list(self._jobs.values())
+        labels = ["namespace", "job"]
+        typed = [*labels, "signal_type"]
+        energy = CounterMetricFamily(
+            "gridwise_job_energy_joules", "Energy used by the job's GPU replicas.", labels=labels
+        )
+        emissions = CounterMetricFamily(
+            "gridwise_job_emissions_grams", "CO2(e) emitted by the job, in its signal type.", labels=typed
+        )
+        avoided = GaugeMetricFamily(
+            "gridwise_job_avoided_emissions_grams",
+            "CO2(e) avoided against running at once at max replicas (negative: worse).",
+            labels=typed,
+        )
+        progress = GaugeMetricFamily(
+            "gridwise_job_progress_ratio", "Fraction of the job's work done.", labels=labels
+        )
+        replicas = GaugeMetricFamily(
+            "gridwise_job_replicas", "Replicas the job runs now (0 = paused).", labels=labels
+        )
+        slack = GaugeMetricFamily(
+            "gridwise_job_deadline_slack_seconds",
+            "Time to the deadline left after finishing the remaining work at max replicas.",
+            labels=labels,
+        )
+        phases = GaugeMetricFamily("gridwise_jobs", "CarbonAwareJobs by phase.", labels=["phase"])
+        counts = dict.fromkeys(PHASES, 0)
+        for j in jobs:
+            key = [j.namespace, j.name]
+            energy.add_metric(key, j.energy_joules)
+            emissions.add_metric([*key, j.signal_type], j.emissions_grams)
+            avoided.add_metric([*key, j.signal_type], j.avoided_grams)
+            progress.add_metric(key, j.progress)
+            replicas.add_metric(key, j.replicas)
+            slack.add_metric(key, j.deadline_slack_seconds)
+            counts[j.phase] = counts.get(j.phase, 0) + 1
+        for phase, n in counts.items():
+            phases.add_metric([phase], n)
+        yield from (energy, emissions, avoided, progress, replicas, slack, phases)
+
+
+class OperatorMetrics:
+    """One registry per operator instance, so tests can run several without clashes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.intensity = Gauge(
+            "gridwise_carbon_intensity_grams_per_kwh",
+            "Current grid carbon intensity the operator plans with.",
+            ["zone", "provider", "signal_type"],
+            registry=self.registry,
+        )
+        self.forecast = Gauge(
+            "gridwise_carbon_intensity_forecast_grams_per_kwh",
+            "Forecast grid carbon intensity, by hours ahead.",
+            ["zone", "provider", "signal_type", "hours_ahead"],
+            registry=self.registry,
+        )
+        self.signal_stale = Gauge(
+            "gridwise_carbon_signal_stale",
+            "1 while the zone's carbon signal is stale (jobs keep running).",
+            ["zone", "provider"],
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "gridwise_decisions",
+            "Pause, resume and scale actions taken, by reason.",
+            ["kind", "reason"],
+            registry=self.registry,
+        )
+        self.reconcile_seconds = Histogram(
+            "gridwise_reconcile_duration_seconds",
+            "Time one reconcile of a CarbonAwareJob takes.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "gridwise_reconcile_errors", "Reconciles that failed and will be retried.", registry=self.registry
+        )
+        self.jobs = JobCollector()
+        self.registry.register(self.jobs)

@@ -1,0 +1,70 @@
+"""Cuts [now, end) into planning slots on a fixed grid and gives each the forecast's mean intensity."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from gridwise.carbon.reading import IntensityPoint
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Grid:
+    starts: tuple[datetime, ...]
+    ends: tuple[datetime, ...]
+    hours: tuple[float, ...]
+    intensity: tuple[float, ...]
+    # How many slots (from the start) the forecast actually covered; the rest assume its mean.
+    covered: int
+
+
+def build_grid(now: datetime, end: datetime, slot: timedelta, forecast: Sequence[IntensityPoint]) -> Grid:
+    """Slot boundaries sit on multiples of `slot` since the epoch, so re-plans line up with each other.
+
+    Beyond the forecast the future is unknown: those slots get the forecast's mean, which makes the
+    planner neither chase nor avoid them. (Float seconds inside: this runs for every job on every re-plan.)
+    """
+    t_now, t_end = (now - EPOCH).total_seconds(), (end - EPOCH).total_seconds()
+    step = slot.total_seconds()
+    edges = [t_now]
+    boundary = (t_now // step + 1) * step
+    while boundary < t_end:
+        edges.append(boundary)
+        boundary += step
+    if t_end > t_now:
+        edges.append(t_end)
+    points = sorted(forecast, key=lambda p: p.start)
+    p_start = [(p.start - EPOCH).total_seconds() for p in points]
+    p_end = [(p.end - EPOCH).total_seconds() for p in points]
+    p_val = [p.grams_per_kwh for p in points]
+    total = sum(e - s for s, e in zip(p_start, p_end, strict=True))
+    mean = sum(v * (e - s) for s, e, v in zip(p_start, p_end, p_val, strict=True)) / total
+    values: list[float] = []
+    covered = 0
+    index = 0
+    count = len(points)
+    for start, stop in itertools.pairwise(edges):
+        while index < count and p_end[index] <= start:
+            index += 1
+        weighted = seconds = 0.0
+        probe = index
+        while probe < count and p_start[probe] < stop:
+            overlap = min(stop, p_end[probe]) - max(start, p_start[probe])
+            if overlap > 0:
+                weighted += overlap * p_val[probe]
+                seconds += overlap
+            probe += 1
+        span = stop - start
+        if seconds > 0:
+            values.append((weighted + (span - seconds) * mean) / span)
+            if seconds >= span * 0.999:
+                covered = len(values)
+        else:
+            values.append(mean)
+    times = [now] + [EPOCH + timedelta(seconds=t) for t in edges[1:-1]] + ([end] if len(edges) > 1 else [])
+    hours = tuple((b - a) / 3600 for a, b in itertools.pairwise(edges))
+    return Grid(tuple(times[:-1]), tuple(times[1:]), hours, tuple(values), covered)
