@@ -94,6 +94,9 @@ def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument("--lease-namespace", default="default", help="namespace of the leader-election Lease")
     run.add_argument("--lease-name", default="gridwise-operator", help="name of the leader-election Lease")
     run.add_argument("--identity", help="this replica's name in the Lease (default: hostname-pid)")
+    run.add_argument(
+        "--trainer-metrics-port", type=int, default=9400, help="port of the trainers' /metrics (default 9400)"
+    )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -111,6 +114,7 @@ def _run_operator(args: argparse.Namespace) -> int:
         leader_election=not args.no_leader_election,
         lease_namespace=args.lease_namespace,
         lease_name=args.lease_name,
+        trainer_metrics_port=args.trainer_metrics_port,
     )
     if args.identity:
         config.identity = args.identity

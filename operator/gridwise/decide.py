@@ -128,6 +128,15 @@ def decide(
             next_time,
             next_replicas,
         )
+    if spec.policy.type == "threshold":
+        return Decision(
+            replicas,
+            REASON_INTENSITY,
+            f"grid at {units}, at or below the {spec.policy.threshold_grams_per_kwh:.0f} threshold",
+            result,
+            next_time,
+            next_replicas,
+        )
     return Decision(
         replicas,
         REASON_FORECAST,

@@ -159,6 +159,19 @@ class Cluster:
             "wait", "--for=condition=Ready", f"--timeout={int(timeout)}s", *[f"node/{n}" for n in names]
         )
 
+    def kubeconfig_for_service_account(self, namespace: str, account: str, dest: Path) -> Path:
+        """A kubeconfig that acts as a ServiceAccount (a TokenRequest token): proves RBAC for real."""
+        token = self.kubectl("-n", namespace, "create", "token", account, "--duration=2h").stdout.strip()
+        doc = yaml.safe_load(self.kubeconfig.read_text())
+        ctx_name = doc["current-context"]
+        ctx = next(c for c in doc["contexts"] if c["name"] == ctx_name)
+        doc["users"] = [{"name": account, "user": {"token": token}}]
+        ctx["context"]["user"] = account
+        doc["contexts"] = [ctx]
+        dest.write_text(yaml.safe_dump(doc))
+        dest.chmod(0o600)
+        return dest
+
     def env(self) -> dict[str, str]:
         """Environment for child tools (kubectl, helm) that should talk to this cluster."""
         path = os.environ.get("PATH", "")

@@ -23,7 +23,9 @@ GPU_NODES = GPUNodePool(count=4, gpus_per_node=8)
 
 def _install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/carbonawarejobs.gridwise.dev")
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/carbonawarejobs.gridwise.dev"
+    )
 
 
 @pytest.fixture(scope="session")

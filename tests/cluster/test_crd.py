@@ -44,7 +44,9 @@ def test_good_examples_are_accepted(cluster: Cluster, namespace: str, manifest: 
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("manifest", BAD, ids=lambda p: p.name)
-def test_bad_examples_are_rejected_with_a_readable_message(cluster: Cluster, namespace: str, manifest: Path) -> None:
+def test_bad_examples_are_rejected_with_a_readable_message(
+    cluster: Cluster, namespace: str, manifest: Path
+) -> None:
     result = cluster.kubectl("-n", namespace, "apply", "-f", str(manifest), check=False)
     assert result.returncode != 0, f"{manifest.name} was accepted but should be rejected"
     assert _expectation(manifest) in result.stderr
@@ -68,7 +70,9 @@ def test_status_is_a_subresource(cluster: Cluster, namespace: str) -> None:
     doc = yaml.safe_load((REPO / "examples" / "threshold-uk.yaml").read_text())
     doc["status"] = {"phase": "Succeeded"}
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(doc))
-    phase = cluster.kubectl("-n", namespace, "get", SHORT_NAME, "finetune-threshold", "-o", "jsonpath={.status.phase}")
+    phase = cluster.kubectl(
+        "-n", namespace, "get", SHORT_NAME, "finetune-threshold", "-o", "jsonpath={.status.phase}"
+    )
     assert phase.stdout == ""
 
 
@@ -77,8 +81,16 @@ def test_bad_status_values_are_rejected(cluster: Cluster, namespace: str) -> Non
     cluster.kubectl("-n", namespace, "apply", "-f", str(REPO / "examples" / "threshold-uk.yaml"))
     patch = json.dumps({"status": {"phase": "Exploded", "progress": 3}})
     result = cluster.kubectl(
-        "-n", namespace, "patch", SHORT_NAME, "finetune-threshold", "--subresource=status",
-        "--type=merge", "-p", patch, check=False,
+        "-n",
+        namespace,
+        "patch",
+        SHORT_NAME,
+        "finetune-threshold",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        patch,
+        check=False,
     )
     assert result.returncode != 0
     assert 'Unsupported value: "Exploded"' in result.stderr

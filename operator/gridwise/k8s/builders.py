@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from gridwise.api import API_VERSION, KIND, LABEL_JOB, LABEL_MANAGED_BY, MANAGER, JobSpec
+from gridwise.api import API_VERSION, KIND, KUEUE_QUEUE_LABEL, LABEL_JOB, LABEL_MANAGED_BY, MANAGER, JobSpec
 
 METRICS_PORT = 9400
 RENDEZVOUS_PORT = 29400
@@ -152,13 +152,18 @@ def build_job(
         job_spec["completions"] = replicas
         job_spec["backoffLimitPerIndex"] = 3
         job_spec.pop("backoffLimit")
+    labels = common_labels(spec.name)
+    queue = (body["metadata"].get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+    if queue:
+        # Kueue admits the Job by flipping spec.suspend; gridwise then only observes it.
+        labels[KUEUE_QUEUE_LABEL] = queue
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": job_name(spec.name),
             "namespace": spec.namespace,
-            "labels": common_labels(spec.name),
+            "labels": labels,
             "ownerReferences": [build_owner_reference(body)],
         },
         "spec": job_spec,

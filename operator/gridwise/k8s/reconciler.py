@@ -271,6 +271,8 @@ class Reconciler:
                     pauses.append(format_time(now))
             replicas_now = decision.replicas
             phase = "Paused" if replicas_now == 0 else "Running"
+            if kind == "none" and phase == "Paused" and status.get("phase") != "Paused":
+                events.append((NORMAL, decision.reason, f"waiting: {decision.message}"))
             at_risk = (
                 decision.reason == REASON_DEADLINE
                 and decision.plan is not None

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gridwise.api import GROUP
 from gridwise.clock import Clock, SystemClock
+from gridwise.k8s.builders import METRICS_PORT
 from gridwise.k8s.handlers import register
 from gridwise.k8s.kube import Kube
 from gridwise.k8s.lease import LeaderElector, LeaseLost
@@ -48,6 +49,7 @@ class OperatorConfig:
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     scrape_timeout_s: float = 1.0
+    trainer_metrics_port: int = METRICS_PORT
     signal_ttl_s: float = 300.0
     signal_min_interval_s: float = 60.0
 
@@ -170,6 +172,7 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
             kube=kube,
             signals=signals,
             metrics=metrics,
+            scrape_port=config.trainer_metrics_port,
             scrape_timeout_s=config.scrape_timeout_s,
         )
         registry = kopf.OperatorRegistry()
