@@ -1,0 +1,391 @@
+"""gridwise-trainer: flags for people, GRIDWISE_* env vars for the operator; flags win over env."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from .config import ConfigError, SignalType, TrainerConfig, parse_compression, parse_objective
+
+log = logging.getLogger("gridwise_trainer")
+
+EPILOG = """\
+examples:
+  # 600 steps of the digits CNN, bf16 autocast, half the hidden units pruned at mid-run:
+  gridwise-trainer --checkpoint-dir /tmp/run --total-steps 600 \\
+      --compression '{"mixedPrecision": "bf16", "pruning": {"enabled": true, "amount": 0.5}}'
+
+  # what the operator does: everything through the environment
+  GRIDWISE_CHECKPOINT_DIR=/ckpt GRIDWISE_TOTAL_STEPS=5000 GRIDWISE_CARBON_INTENSITY=210 \\
+  GRIDWISE_OBJECTIVE='{"accuracy": 1, "energy": 0.5, "carbon": 1}' gridwise-trainer
+
+compression JSON (GRIDWISE_COMPRESSION), every key optional:
+  {"mixedPrecision": "none|bf16|fp16",
+   "pruning": {"enabled": bool, "amount": 0..0.9},        structured: layers are rebuilt smaller
+   "quantization": "none|int8-dynamic",                   torchao int8 export of the final model
+   "distillation": {"enabled": bool, "temperature": T, "alpha": soft-target weight}}
+  With distillation, a teacher (the --model) is trained first unless --teacher-checkpoint is given,
+  then a student a quarter as wide; progress counts both.
+
+objective JSON (GRIDWISE_OBJECTIVE): {"accuracy": a, "energy": b, "carbon": c}, L = a*L_acc + b*E + c*C.
+  With b = c = 0 the carbon loop never adapts. Otherwise it tries one knob per window (GPU power
+  limit if permitted, fp32 instead of reduced precision, a doubled batch when energy/carbon outweigh
+  accuracy), compares energy per sample with the window before and keeps it only if it is cheaper.
+
+signals: SIGTERM/SIGINT finish the current step, write an atomic checkpoint and exit 0.
+  On start the newest valid checkpoint in --checkpoint-dir is resumed; corrupt ones are set aside.
+metrics: Prometheus text on http://0.0.0.0:PORT/metrics (gridwise_trainer_*).
+output: checkpoints, model.pt, model-int8.pt (if quantized), carbon-label.{json,md} in --checkpoint-dir.
+exit codes: 0 done or paused cleanly, 2 bad configuration, 1 anything else.
+"""
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str | None
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str | None = None
+
+
+def _int(text: str) -> int:
+    return int(text)
+
+
+def _float(text: str) -> float:
+    return float(text)
+
+
+def _bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in {"1", "true", "yes", "on"}:
+        return True
+    if t in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def _port(text: str) -> int | None:
+    return None if text.strip().lower() in {"off", "none", "disabled"} else int(text)
+
+
+def _opt_float(text: str) -> float | None:
+    return float(text) if text.strip() else None
+
+
+def _opt_str(text: str) -> str | None:
+    return text.strip() or None
+
+
+def _opt_path(text: str) -> Path | None:
+    return Path(text) if text.strip() else None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--checkpoint-dir",
+        "GRIDWISE_CHECKPOINT_DIR",
+        None,
+        Path,
+        "where checkpoints, exports and the carbon label go (required)",
+        "DIR",
+    ),
+    Option(
+        "--total-steps",
+        "GRIDWISE_TOTAL_STEPS",
+        None,
+        _int,
+        "planned optimizer steps; progress_ratio = steps / this (required)",
+        "N",
+    ),
+    Option(
+        "--compression", "GRIDWISE_COMPRESSION", "", str, "compression settings as JSON (see below)", "JSON"
+    ),
+    Option(
+        "--objective",
+        "GRIDWISE_OBJECTIVE",
+        "",
+        str,
+        'objective weights as JSON (default {"accuracy": 1}: no adaptation)',
+        "JSON",
+    ),
+    Option(
+        "--metrics-port",
+        "GRIDWISE_METRICS_PORT",
+        "9400",
+        _port,
+        "port for /metrics; 0 picks a free one, 'off' disables (default 9400)",
+        "PORT",
+    ),
+    Option(
+        "--carbon-intensity",
+        "GRIDWISE_CARBON_INTENSITY",
+        "",
+        _opt_float,
+        "grid intensity in gCO2/kWh; also the fallback when the URL/file fails",
+        "G_PER_KWH",
+    ),
+    Option(
+        "--carbon-url",
+        "GRIDWISE_CARBON_URL",
+        "",
+        _opt_str,
+        'URL returning {"grams_per_kwh": x, "signal_type": "average|marginal"}, polled',
+        "URL",
+    ),
+    Option(
+        "--carbon-file",
+        "GRIDWISE_CARBON_FILE",
+        "",
+        _opt_path,
+        "file with the same JSON as --carbon-url (e.g. a mounted ConfigMap)",
+        "PATH",
+    ),
+    Option(
+        "--signal-type",
+        "GRIDWISE_SIGNAL_TYPE",
+        "average",
+        str,
+        "average or marginal: what the intensity number means (default average)",
+        "TYPE",
+    ),
+    Option(
+        "--job-name",
+        "GRIDWISE_JOB_NAME",
+        "local",
+        str,
+        "CarbonAwareJob name; checkpoints of other jobs are refused",
+        "NAME",
+    ),
+    Option("--model", "GRIDWISE_MODEL", "cnn", str, "mlp | cnn | wide-cnn (the GPU-sized one)", "NAME"),
+    Option("--batch-size", "GRIDWISE_BATCH_SIZE", "64", _int, "per-rank batch size (default 64)", "N"),
+    Option("--min-batch-size", "GRIDWISE_MIN_BATCH_SIZE", "16", _int, "lower bound for the carbon loop", "N"),
+    Option(
+        "--max-batch-size", "GRIDWISE_MAX_BATCH_SIZE", "256", _int, "upper bound for the carbon loop", "N"
+    ),
+    Option(
+        "--learning-rate",
+        "GRIDWISE_LEARNING_RATE",
+        "0.05",
+        _float,
+        "SGD (momentum 0.9) rate at --batch-size; scaled by sqrt(batch ratio)",
+        "LR",
+    ),
+    Option("--seed", "GRIDWISE_SEED", "0", _int, "seed for init and data order", "N"),
+    Option("--device", "GRIDWISE_DEVICE", "auto", str, "auto | cpu | cuda | cuda:N", "DEV"),
+    Option("--checkpoint-every", "GRIDWISE_CHECKPOINT_EVERY", "100", _int, "steps between checkpoints", "N"),
+    Option("--keep-checkpoints", "GRIDWISE_KEEP_CHECKPOINTS", "3", _int, "how many checkpoints to keep", "N"),
+    Option(
+        "--eval-every",
+        "GRIDWISE_EVAL_EVERY",
+        "0",
+        _int,
+        "steps between held-out evaluations (0: at end)",
+        "N",
+    ),
+    Option("--log-every", "GRIDWISE_LOG_EVERY", "50", _int, "steps between loss log lines (0: never)", "N"),
+    Option(
+        "--adapt", "GRIDWISE_ADAPT", "true", _bool, "let the carbon loop try adaptations (true/false)", "BOOL"
+    ),
+    Option(
+        "--adapt-window-steps",
+        "GRIDWISE_ADAPT_WINDOW_STEPS",
+        "50",
+        _int,
+        "steps per measurement window (energy/metrics and each trial)",
+        "N",
+    ),
+    Option(
+        "--adapt-min-gain",
+        "GRIDWISE_ADAPT_MIN_GAIN",
+        "0.03",
+        _float,
+        "a trial is kept only if it cuts J/sample by at least this fraction",
+        "FRAC",
+    ),
+    Option(
+        "--allow-power-limit",
+        "GRIDWISE_ALLOW_POWER_LIMIT",
+        "false",
+        _bool,
+        "let the loop lower the GPU power limit via NVML (needs CAP_SYS_ADMIN)",
+        "BOOL",
+    ),
+    Option(
+        "--precision-warmup-fraction",
+        "GRIDWISE_PRECISION_WARMUP_FRACTION",
+        "0",
+        _float,
+        "dynamic precision: run fp32 for this fraction of steps, then mixedPrecision",
+        "FRAC",
+    ),
+    Option(
+        "--prune-at-fraction",
+        "GRIDWISE_PRUNE_AT_FRACTION",
+        "0.5",
+        _float,
+        "when pruning is on: train dense this fraction of steps, prune, fine-tune the rest",
+        "FRAC",
+    ),
+    Option(
+        "--teacher-steps",
+        "GRIDWISE_TEACHER_STEPS",
+        "",
+        lambda t: int(t) if t.strip() else None,
+        "steps to train the distillation teacher (default: --total-steps)",
+        "N",
+    ),
+    Option(
+        "--teacher-checkpoint",
+        "GRIDWISE_TEACHER_CHECKPOINT",
+        "",
+        _opt_path,
+        "gridwise checkpoint file to use as the teacher instead of training one",
+        "PATH",
+    ),
+    Option(
+        "--cpu-tdp-watts",
+        "GRIDWISE_CPU_TDP_WATTS",
+        "85",
+        _float,
+        "TDP for the CPU estimate when neither NVML nor RAPL is readable",
+        "W",
+    ),
+    Option(
+        "--carbon-poll-seconds",
+        "GRIDWISE_CARBON_POLL_SECONDS",
+        "60",
+        _float,
+        "how often to re-read the intensity",
+        "S",
+    ),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> _Parser:
+    p = _Parser(
+        prog="gridwise-trainer",
+        description="Train a model on scikit-learn's digits with carbon-aware compression, energy metering, "
+        "Prometheus metrics and pause/resume via checkpoints. Every flag has an env var (shown in "
+        "brackets) so the gridwise operator can configure it; a flag overrides its env var.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for o in OPTIONS:
+        suffix = f" [{o.env}]" if o.env else ""
+        p.add_argument(o.flag, default=None, metavar=o.metavar, help=o.help + suffix)
+    return p
+
+
+def config_from(argv: Sequence[str] | None, environ: dict[str, str] | None = None) -> TrainerConfig:
+    """Resolve flag > env > default, parse and validate; raises ConfigError naming the culprit."""
+    env = dict(os.environ if environ is None else environ)
+    ns = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    for o in OPTIONS:
+        key = o.flag[2:].replace("-", "_")
+        raw, origin = ns[key], o.flag
+        if raw is None and o.env and env.get(o.env) is not None:
+            raw, origin = env[o.env], o.env
+        if raw is None:
+            raw = o.default
+        if raw is None:
+            raise ConfigError(f"{o.flag} (or {o.env}) is required")
+        try:
+            values[key] = o.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}={raw!r} is invalid: {exc}") from None
+    try:
+        world_size = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+    except ValueError:
+        raise ConfigError("WORLD_SIZE and RANK must be integers") from None
+    signal_type: SignalType = values["signal_type"]
+    cfg = TrainerConfig(
+        checkpoint_dir=values["checkpoint_dir"],
+        total_steps=values["total_steps"],
+        compression=parse_compression(values["compression"]),
+        objective=parse_objective(values["objective"]),
+        metrics_port=values["metrics_port"],
+        carbon_intensity=values["carbon_intensity"],
+        carbon_url=values["carbon_url"],
+        carbon_file=values["carbon_file"],
+        signal_type=signal_type,
+        job_name=values["job_name"],
+        model=values["model"],
+        batch_size=values["batch_size"],
+        min_batch_size=values["min_batch_size"],
+        max_batch_size=values["max_batch_size"],
+        learning_rate=values["learning_rate"],
+        seed=values["seed"],
+        device=values["device"],
+        checkpoint_every=values["checkpoint_every"],
+        keep_checkpoints=values["keep_checkpoints"],
+        eval_every=values["eval_every"],
+        log_every=values["log_every"],
+        adapt=values["adapt"],
+        adapt_window_steps=values["adapt_window_steps"],
+        adapt_min_gain=values["adapt_min_gain"],
+        allow_power_limit=values["allow_power_limit"],
+        precision_warmup_fraction=values["precision_warmup_fraction"],
+        prune_at_fraction=values["prune_at_fraction"],
+        teacher_steps=values["teacher_steps"],
+        teacher_checkpoint=values["teacher_checkpoint"],
+        cpu_tdp_watts=values["cpu_tdp_watts"],
+        carbon_poll_seconds=values["carbon_poll_seconds"],
+        world_size=world_size,
+        rank=rank,
+    )
+    cfg.validate()
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("GRIDWISE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        cfg = config_from(argv)
+    except ConfigError as exc:
+        print(f"gridwise-trainer: error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing the current step, then checkpointing", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    from .job import run_job  # torch is imported only once the configuration is known to be good
+
+    try:
+        outcome = run_job(cfg, stop)
+    except ConfigError as exc:
+        print(f"gridwise-trainer: error: {exc}", file=sys.stderr)
+        return 2
+    if not outcome.completed:
+        log.info("paused cleanly; rerun with the same --checkpoint-dir to resume")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

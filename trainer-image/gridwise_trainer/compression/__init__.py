@@ -1,0 +1,1 @@
+"""Compression techniques, each switched on by the CarbonAwareJob's compression settings."""

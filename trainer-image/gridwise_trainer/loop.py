@@ -1,0 +1,455 @@
+"""One training phase: steps, windows (energy, metrics, carbon loop), evaluation and checkpoints.
+
+The step itself is a plain PyTorch step; everything else happens at window edges so the loop's
+overhead stays near zero. DDP (issue 7) slots in by wrapping `self.model` after it is built or
+pruned, sharding the sampler by rank (already supported) and letting only rank 0 write.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .carbon_loop import CarbonController, Knobs
+from .checkpoint import CheckpointManager
+from .compression.distillation import distillation_loss
+from .compression.precision import DTYPE_NAMES, PrecisionPolicy
+from .compression.pruning import prune_structured, sparsity
+from .config import Precision, TrainerConfig
+from .data import Dataset, ShardedBatchSampler
+from .energy import EnergyMeter
+from .intensity import IntensitySource
+from .metrics import TrainerMetrics
+from .model import ModelSpec, build_model, count_parameters, spec_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Counters:
+    """Work and cost so far, across phases and restarts; checkpointed so nothing is counted twice."""
+
+    steps: int = 0
+    samples: int = 0
+    energy_j: float = 0.0
+    emissions_g: float = 0.0
+    checkpoints: int = 0
+    last_intensity: float | None = None
+    signal_type: str = "average"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What one Trainer trains: the model itself, or a teacher/student for distillation."""
+
+    name: str
+    spec: ModelSpec
+    steps: int
+    checkpoint_dir: Path
+    seed: int
+    prune_amount: float = 0.0
+    teacher: nn.Module | None = None
+
+
+@dataclass
+class PhaseResult:
+    completed: bool
+    model: nn.Module
+    spec: ModelSpec
+    step: int
+    accuracy: float | None
+    dense_params: int
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    precision: str = "float32"
+
+
+def _rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain lists, so torch.load(weights_only=True) can read them back."""
+    np_state = cast(tuple[str, Any, int, int, float], np.random.get_state(legacy=True))
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
+        "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    policy: PrecisionPolicy | None = None,
+    precision: Precision = "none",
+    batch: int = 512,
+) -> float:
+    """Held-out accuracy; leaves the model in the mode it found it in."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            if policy is not None:
+                with policy.autocast(precision):
+                    out = model(x[i : i + batch])
+            else:
+                out = model(x[i : i + batch])
+            correct += int((out.argmax(dim=1) == y[i : i + batch]).sum().item())
+    model.train(was_training)
+    return correct / max(1, len(x))
+
+
+class Trainer:
+    """Trains one Phase to its step count, or until `stop` is set (then checkpoints and returns)."""
+
+    def __init__(
+        self,
+        cfg: TrainerConfig,
+        phase: Phase,
+        data: Dataset,
+        device: torch.device,
+        metrics: TrainerMetrics,
+        meter: EnergyMeter,
+        intensity: IntensitySource,
+        counters: Counters,
+        progress_total: int,
+        stop: threading.Event,
+    ) -> None:
+        self.cfg, self.phase, self.device = cfg, phase, device
+        self.data = data.to(device)
+        self.metrics, self.meter, self.intensity = metrics, meter, intensity
+        self.counters = counters
+        self.progress_total = progress_total
+        self.stop = stop
+        self.ckpt = CheckpointManager(phase.checkpoint_dir, cfg.job_name, cfg.keep_checkpoints, cfg.rank == 0)
+        self.prune_at = round(cfg.prune_at_fraction * phase.steps) if phase.prune_amount > 0 else None
+        self.policy = PrecisionPolicy(
+            cfg.compression.mixed_precision, device, round(cfg.precision_warmup_fraction * phase.steps)
+        )
+        limits = meter.power_limit_watts()
+        self.default_power_w = limits[0] if limits else None
+        self.controller = CarbonController(
+            cfg.objective,
+            Knobs(cfg.batch_size),
+            cfg.max_batch_size,
+            self.policy.configured,
+            power_limit_settable=cfg.allow_power_limit and limits is not None,
+            min_gain=cfg.adapt_min_gain,
+            enabled=cfg.adapt,
+        )
+        torch.manual_seed(phase.seed)
+        self.model: nn.Sequential = build_model(phase.spec).to(device)
+        self.dense_params = count_parameters(self.model)
+        self.pruned = False
+        self.optimizer = self._make_optimizer()
+        self.sampler = ShardedBatchSampler(len(self.data.x_train), phase.seed, cfg.rank, cfg.world_size)
+        self.step = 0
+        self._knobs = self.controller.knobs
+        self._precision: Precision = "none"
+        metrics.set_precision(DTYPE_NAMES["none"])
+        self._w_joules = self._c_joules = 0.0
+        self._w_samples = self._c_samples = 0
+        self._w_time = 0.0
+        self._w_steps = 0
+        self._c_loss_sum = torch.zeros((), device=device)
+        self._c_steps = 0
+        if phase.teacher is not None:
+            phase.teacher.eval().to(device)
+
+    # -- state -------------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.model.parameters(), lr=self.cfg.learning_rate, momentum=0.9)
+
+    def _lr_for(self, batch_size: int) -> float:
+        """Square-root scaling (Hoffer et al. 2017): gentler than linear, which diverged small models here."""
+        return self.cfg.learning_rate * math.sqrt(batch_size / self.cfg.batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase.name,
+            "step": self.step,
+            "spec": self.spec.to_json(),
+            "pruned": self.pruned,
+            "dense_params": self.dense_params,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.policy.scaler.state_dict(),
+            "rng": _rng_state(),
+            "sampler": self.sampler.state_dict(),
+            "controller": self.controller.state_dict(),
+            "counters": asdict(self.counters),
+        }
+
+    @property
+    def spec(self) -> ModelSpec:
+        return spec_of(self.model, self.phase.spec.kind)
+
+    def _restore(self) -> None:
+        found = self.ckpt.load_latest()
+        if found is None:
+            log.info("%s: no checkpoint in %s; starting fresh", self.phase.name, self.phase.checkpoint_dir)
+            return
+        step, state, path = found
+        if state.get("phase") != self.phase.name:
+            log.warning("checkpoint %s is for phase %r; ignoring it", path.name, state.get("phase"))
+            return
+        self.model = build_model(ModelSpec.from_json(state["spec"])).to(self.device)
+        self.model.load_state_dict(state["model"])
+        self.pruned = bool(state["pruned"])
+        self.dense_params = int(state["dense_params"])
+        self.optimizer = self._make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.policy.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.controller.load_state_dict(state["controller"])
+        saved = Counters(**state["counters"])
+        m = self.metrics
+        gpu, src = self.meter.device_label, self.meter.source
+        m.steps.inc(max(0, saved.steps - self.counters.steps))
+        m.samples.inc(max(0, saved.samples - self.counters.samples))
+        m.energy.labels(gpu=gpu, source=src).inc(max(0.0, saved.energy_j - self.counters.energy_j))
+        m.emissions.inc(max(0.0, saved.emissions_g - self.counters.emissions_g))
+        m.checkpoints.inc(max(0, saved.checkpoints - self.counters.checkpoints))
+        self.counters.__dict__.update(asdict(saved))
+        self.step = step
+        log.info(
+            "%s: resumed from %s at step %d (epoch %d, sample %d)",
+            self.phase.name,
+            path.name,
+            step,
+            self.sampler.epoch,
+            self.sampler.position,
+        )
+
+    def save(self) -> None:
+        t0 = time.perf_counter()
+        self.counters.checkpoints += 1
+        path = self.ckpt.save(self.step, self.state_dict())
+        dt = time.perf_counter() - t0
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_seconds.observe(dt)
+        if path is not None:
+            log.info("%s: checkpoint %s written in %.3f s", self.phase.name, path.name, dt)
+
+    # -- knobs -------------------------------------------------------------------------------
+    def _apply_knobs(self, knobs: Knobs) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr_for(knobs.batch_size)
+        self.policy.override = knobs.precision
+        if self.default_power_w is not None and knobs.power_fraction != self._knobs.power_fraction:
+            self.meter.set_power_limit_watts(self.default_power_w * knobs.power_fraction)
+        self._knobs = knobs
+
+    def restore_power_limit(self) -> None:
+        """The GPU keeps a lowered limit after we exit; always put it back."""
+        if self.default_power_w is not None and self._knobs.power_fraction != 1.0:
+            self.meter.set_power_limit_watts(self.default_power_w)
+
+    def _set_precision(self, precision: Precision) -> None:
+        if precision != self._precision:
+            self._precision = precision
+            self.metrics.set_precision(DTYPE_NAMES[precision])
+
+    # -- windows -----------------------------------------------------------------------------
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _window(self, loss: torch.Tensor | None, feed: bool = True) -> None:
+        """Window edge: sync, read energy, account carbon, update gauges, feed the carbon loop.
+
+        Accounting also runs at checkpoints and at the end (feed=False); the carbon loop only sees
+        whole windows, measured from its own start marks.
+        """
+        self._sync()
+        now = time.perf_counter()
+        joules = self.meter.read_joules()
+        d_j = max(0.0, joules - self._w_joules)
+        d_samples = self.counters.samples - self._w_samples
+        d_t = now - self._w_time
+        reading = self.intensity.read()
+        m = self.metrics
+        gpu, src = self.meter.device_label, self.meter.source
+        self.counters.energy_j += d_j
+        m.steps.inc(self.counters.steps - self._w_steps)
+        m.samples.inc(d_samples)
+        m.energy.labels(gpu=gpu, source=src).inc(d_j)
+        if reading is not None:
+            grams = d_j / 3.6e6 * reading.grams_per_kwh
+            self.counters.emissions_g += grams
+            self.counters.last_intensity = reading.grams_per_kwh
+            self.counters.signal_type = reading.signal_type
+            m.emissions.inc(grams)
+            m.intensity.labels(signal_type=reading.signal_type).set(reading.grams_per_kwh)
+        power = self.meter.power_watts()
+        if power is not None:
+            m.power.labels(gpu=gpu, source=src).set(power)
+        util = self.meter.utilization()
+        if util is not None:
+            m.utilization.labels(gpu=gpu).set(util)
+        if d_t > 0 and d_samples > 0:
+            m.throughput.labels(world_size=str(self.cfg.world_size)).set(
+                d_samples * self.cfg.world_size / d_t
+            )
+        if loss is not None:
+            m.loss.set(float(loss.item()))
+        m.progress.set(min(1.0, self.counters.steps / max(1, self.progress_total)))
+        self._w_joules, self._w_samples, self._w_time = joules, self.counters.samples, now
+        self._w_steps = self.counters.steps
+        if feed:
+            mean_loss = float(self._c_loss_sum.item()) / max(1, self._c_steps)
+            new = self.controller.end_window(
+                self.step,
+                joules - self._c_joules,
+                self.counters.samples - self._c_samples,
+                reading.grams_per_kwh if reading is not None else None,
+                mean_loss,
+            )
+            self._c_loss_sum.zero_()
+            self._c_steps = 0
+            if new != self._knobs:
+                self._apply_knobs(new)
+            self._sync()
+            self._c_joules, self._c_samples = self.meter.read_joules(), self.counters.samples
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _maybe_prune(self) -> None:
+        if self.prune_at is None or self.pruned or self.step < self.prune_at:
+            return
+        before = count_parameters(self.model)
+        self.model = prune_structured(self.model, self.phase.prune_amount).to(self.device)
+        # New parameters mean a new optimizer; momentum restarts, which fine-tuning tolerates.
+        self.optimizer = self._make_optimizer()
+        self._apply_knobs(self._knobs)
+        self.pruned = True
+        after = count_parameters(self.model)
+        self.metrics.sparsity.set(sparsity(self.dense_params, after))
+        log.info(
+            "%s: structured pruning at step %d: %d -> %d parameters (%s)",
+            self.phase.name,
+            self.step,
+            before,
+            after,
+            self.spec.widths,
+        )
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.policy.autocast(self._precision):
+            logits = self.model(x)
+            teacher = self.phase.teacher
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(x)
+                d = self.cfg.compression.distillation
+                return distillation_loss(logits, t_logits, y, d.temperature, d.alpha)
+            return F.cross_entropy(logits, y)
+
+    def run(self) -> PhaseResult:
+        self._restore()
+        self.model.train()
+        self._apply_knobs(self.controller.knobs)
+        self.metrics.sparsity.set(sparsity(self.dense_params, count_parameters(self.model)))
+        self._set_precision(self.policy.active(self.step))
+        self.metrics.progress.set(min(1.0, self.counters.steps / max(1, self.progress_total)))
+        self._sync()
+        self._w_joules, self._w_samples, self._w_time = (
+            self.meter.read_joules(),
+            self.counters.samples,
+            time.perf_counter(),
+        )
+        self._c_joules, self._c_samples = self._w_joules, self._w_samples
+        self._w_steps = self.counters.steps
+        window = self.cfg.adapt_window_steps
+        x_all, y_all = self.data.x_train, self.data.y_train
+        scaler = self.policy.scaler
+        loss: torch.Tensor | None = None
+        saved_at = self.step if self.step > 0 else -1
+        try:
+            while self.step < self.phase.steps and not self.stop.is_set():
+                self._maybe_prune()
+                self._set_precision(self.policy.active(self.step))
+                bs = self._knobs.batch_size
+                idx = self.sampler.next_indices(bs).to(self.device, non_blocking=True)
+                x, y = x_all[idx], y_all[idx]
+                loss = self._loss(x, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                scaled: torch.Tensor = scaler.scale(loss)
+                torch.autograd.backward(scaled)
+                scaler.step(self.optimizer)
+                scaler.update()
+                if self.controller.enabled:
+                    self._c_loss_sum += loss.detach().float()
+                    self._c_steps += 1
+                self.step += 1
+                self.counters.steps += 1
+                self.counters.samples += bs * self.cfg.world_size
+                if self.cfg.log_every and self.step % self.cfg.log_every == 0:
+                    log.info("%s step=%d loss=%r", self.phase.name, self.step, float(loss.item()))
+                if self.step % window == 0:
+                    self._window(loss)
+                if self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
+                    acc = evaluate(
+                        self.model, self.data.x_test, self.data.y_test, self.policy, self._precision
+                    )
+                    self.metrics.accuracy.set(acc)
+                    log.info("%s step=%d test_accuracy=%.4f", self.phase.name, self.step, acc)
+                if self.step % self.cfg.checkpoint_every == 0:
+                    self._window(loss, feed=False)
+                    self.save()
+                    saved_at = self.step
+            completed = self.step >= self.phase.steps
+            if self.stop.is_set() and not completed:
+                log.info("%s: stop requested; finishing at step %d", self.phase.name, self.step)
+            self._window(loss, feed=False)
+            accuracy = None
+            if completed:
+                accuracy = evaluate(
+                    self.model, self.data.x_test, self.data.y_test, self.policy, self._precision
+                )
+                self.metrics.accuracy.set(accuracy)
+                log.info("%s: done at step %d, test accuracy %.4f", self.phase.name, self.step, accuracy)
+            if saved_at != self.step:
+                self.save()
+        finally:
+            self.restore_power_limit()
+        return PhaseResult(
+            completed,
+            self.model,
+            self.spec,
+            self.step,
+            accuracy,
+            self.dense_params,
+            [dict(d) for d in self.controller.state_dict()["decisions"]],
+            DTYPE_NAMES[self._precision],
+        )
