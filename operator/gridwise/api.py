@@ -82,7 +82,7 @@ class JobSpec:
     max_replicas: int
     deadline: datetime
     work_gpu_hours: float
-    total_steps: int | None
+    total_steps: int
     scaling_efficiency: float
     power_per_replica_watts: float
     carbon: Mapping[str, Any]
@@ -101,6 +101,13 @@ def resolve_deadline(spec: Mapping[str, Any], created: datetime) -> datetime:
     if spec.get("completeWithin"):
         return created + parse_duration(str(spec["completeWithin"]))
     raise SpecError("set exactly one of deadline or completeWithin")
+
+
+def _total_steps(work: Mapping[str, Any]) -> int:
+    steps = work.get("totalSteps")
+    if not isinstance(steps, int) or steps < 1:
+        raise SpecError(f"work.totalSteps must be a positive whole number, got {steps!r}")
+    return steps
 
 
 def parse_job_spec(name: str, namespace: str, spec: Mapping[str, Any], created: datetime) -> JobSpec:
@@ -128,7 +135,7 @@ def parse_job_spec(name: str, namespace: str, spec: Mapping[str, Any], created: 
         max_replicas=max_r,
         deadline=resolve_deadline(spec, created),
         work_gpu_hours=gpu_hours,
-        total_steps=int(work["totalSteps"]) if work.get("totalSteps") else None,
+        total_steps=_total_steps(work),
         scaling_efficiency=float(work.get("scalingEfficiency", 0.9)),
         power_per_replica_watts=float(work.get("powerPerReplicaWatts", 400.0)),
         carbon=dict(spec.get("carbon") or {}),

@@ -165,7 +165,12 @@ def caj_manifest(
         "spec": {
             "completeWithin": complete_within,
             "replicas": {"min": min_replicas, "max": max_replicas},
-            "work": {"gpuHours": work_gpu_hours, "powerPerReplicaWatts": 400, "scalingEfficiency": 0.9},
+            "work": {
+                "gpuHours": work_gpu_hours,
+                "totalSteps": 10000,
+                "powerPerReplicaWatts": 400,
+                "scalingEfficiency": 0.9,
+            },
             "carbon": carbon or {"provider": "trace", "zone": "XX", "tracePath": str(trace)},
             "policy": policy or {"type": "forecast"},
             "checkpoint": {"gracePeriodSeconds": 30},

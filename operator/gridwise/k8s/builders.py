@@ -62,9 +62,8 @@ def build_trainer_env(spec: JobSpec) -> list[dict[str, Any]]:
         {"name": "GRIDWISE_SIGNAL_TYPE", "value": str(spec.carbon.get("signalType", "average"))},
         {"name": "GRIDWISE_COMPRESSION", "value": json.dumps(dict(spec.compression), sort_keys=True)},
         {"name": "GRIDWISE_OBJECTIVE", "value": json.dumps(dict(spec.objective), sort_keys=True)},
+        {"name": "GRIDWISE_TOTAL_STEPS", "value": str(spec.total_steps)},
     ]
-    if spec.total_steps:
-        env.append({"name": "GRIDWISE_TOTAL_STEPS", "value": str(spec.total_steps)})
     if is_elastic(spec):
         svc = job_name(spec.name)
         env += [
