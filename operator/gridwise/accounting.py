@@ -67,17 +67,17 @@ def advance(
     if seconds <= 0:
         return totals
     hours = seconds / 3600.0
+    remaining = max(0.0, work_gpu_hours - totals.work_done_gpu_hours)
+    rate = throughput(replicas, scaling_efficiency)
+    # Estimated replicas stop drawing power once the work is done: the trainer exits at its last step.
+    busy_seconds = min(seconds, remaining / rate * 3600.0) if rate > 0 else 0.0
     energy = (
         measured_energy_joules
         if measured_energy_joules is not None
-        else replicas * power_per_replica_watts * seconds
+        else replicas * power_per_replica_watts * busy_seconds
     )
-    work = (
-        measured_work_gpu_hours
-        if measured_work_gpu_hours is not None
-        else throughput(replicas, scaling_efficiency) * hours
-    )
-    work = max(0.0, min(work, work_gpu_hours - totals.work_done_gpu_hours))
+    work = measured_work_gpu_hours if measured_work_gpu_hours is not None else rate * hours
+    work = max(0.0, min(work, remaining))
     grams = energy / J_PER_KWH * intensity_grams_per_kwh
     remaining_baseline = max(0.0, work_gpu_hours - totals.baseline_work_gpu_hours)
     baseline_rate = throughput(max_replicas, scaling_efficiency)

@@ -42,8 +42,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--trace", type=Path, help=f"hourly trace CSV (default: the shipped {DEFAULT_TRACE})")
-    p.add_argument("--start", default="2022-06-06T00:00:00Z", help="trace time to start at (default 2022-06-06)")
-    p.add_argument("--speed", type=float, default=7200.0, help="replayed seconds per real second (default 7200)")
+    p.add_argument(
+        "--start", default="2022-06-06T00:00:00Z", help="trace time to start at (default 2022-06-06)"
+    )
+    p.add_argument(
+        "--speed", type=float, default=3600.0, help="replayed seconds per real second (default 3600)"
+    )
     p.add_argument("--policy", choices=["forecast", "threshold", "agnostic"], default="forecast")
     p.add_argument("--threshold", type=float, default=150.0, help="gCO2/kWh for --policy threshold")
     p.add_argument("--work", type=float, default=24.0, help="GPU-hours of work at one replica (default 24)")
@@ -113,7 +117,10 @@ def build_demo_job(args: argparse.Namespace, trace: Path) -> dict[str, Any]:
 class LiveTable:
     """One row per replayed hour: a table that reads the same in a terminal and in a CI log."""
 
-    HEADER = f"{'time (UTC)':<17} {'gCO2/kWh':>8} {'phase':<9} {'replicas':>8} {'progress':>8} {'CO2 (g)':>9} {'avoided':>9}"
+    HEADER = (
+        f"{'time (UTC)':<17} {'gCO2/kWh':>8} {'phase':<9} {'replicas':>8} "
+        f"{'progress':>8} {'CO2 (g)':>9} {'avoided':>9}"
+    )
 
     def __init__(self) -> None:
         self.last_hour: str | None = None
@@ -145,7 +152,10 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     if args.kubeconfig:
         cluster = Cluster(Path(args.kubeconfig), None)
     else:
-        print("starting the local control plane (etcd, kube-apiserver, controllers, kwok GPU nodes)...", flush=True)
+        print(
+            "starting the local control plane (etcd, kube-apiserver, controllers, kwok GPU nodes)...",
+            flush=True,
+        )
         local = LocalControlPlane().start()
         cluster = local
         local.wait_nodes_ready(local.add_gpu_nodes(GPUNodePool(count=2, gpus_per_node=8)))
@@ -161,7 +171,8 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         clock = ReplayClock(start, args.speed)
         config = OperatorConfig(
             kubeconfig=str(cluster.kubeconfig),
-            tick_seconds=0.5,
+            # Re-plan every few replayed minutes, as the live operator does every 30 s.
+            tick_seconds=max(0.05, 300.0 / args.speed),
             clock=clock,
             http_host="127.0.0.1",
             http_port=0,
@@ -174,9 +185,9 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         job = build_demo_job(args, trace)
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(job))
         print(
-            f"applied CarbonAwareJob demo-training: {args.work:g} GPU-hours, 1..{args.max_replicas} replicas, "
-            f"due within {args.complete_within}, policy {args.policy}; replaying {trace.name} from {start:%Y-%m-%d} "
-            f"at {args.speed:g}x\n",
+            f"applied CarbonAwareJob demo-training: {args.work:g} GPU-hours, "
+            f"1..{args.max_replicas} replicas, due within {args.complete_within}, policy {args.policy};\n"
+            f"replaying {trace.name} from {start:%Y-%m-%d} at {args.speed:g}x\n",
             flush=True,
         )
         table = LiveTable()
@@ -196,23 +207,32 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                 break
             if status.get("progress", 0) >= 1 and not completed_pods:
                 # kwok pods never exit: tell them the training finished, as a real trainer would.
-                pods = cluster.kubectl("get", "pods", "-l", "job-name=demo-training", "-o", "name").stdout.split()
+                pods = cluster.kubectl(
+                    "get", "pods", "-l", "job-name=demo-training", "-o", "name"
+                ).stdout.split()
                 for pod in pods:
-                    cluster.kubectl("annotate", "--overwrite", pod, "gridwise.dev/kwok-complete=true", check=False)
+                    cluster.kubectl(
+                        "annotate", "--overwrite", pod, "gridwise.dev/kwok-complete=true", check=False
+                    )
                 completed_pods = bool(pods)
             await asyncio.sleep(0.2)
         else:
-            print(f"\ngridwise demo: stopped after {args.timeout:g}s before the job finished", file=sys.stderr)
+            print(
+                f"\ngridwise demo: stopped after {args.timeout:g}s before the job finished", file=sys.stderr
+            )
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(operator, 15)
         events = cluster.kubectl(
             "get", "events", "--field-selector=involvedObject.name=demo-training", "-o", "json"
         ).stdout
+        # resourceVersion orders Events that share a timestamp second.
+        items = sorted(json.loads(events)["items"], key=lambda e: int(e["metadata"]["resourceVersion"]))
         decisions = [
             e["message"]
-            for e in json.loads(events)["items"]
-            if e.get("reason") in ("CarbonIntensity", "Forecast", "DeadlineGuard", "CarbonSignalStale", "RunNow")
+            for e in items
+            if e.get("reason")
+            in ("CarbonIntensity", "Forecast", "DeadlineGuard", "CarbonSignalStale", "RunNow")
         ]
         return _summary(status, decisions, clock.now(), start)
     finally:
@@ -250,7 +270,8 @@ def run(args: argparse.Namespace) -> int:
         saved = f" ({summary['avoided_g'] / base * 100:.0f}% less)" if base > 0 else ""
         print(
             f"\nresult: {summary['phase']} after {summary['replayed_hours']} replayed hours; "
-            f"{summary['energy_kwh']} kWh, {summary['emissions_g']:.0f} gCO2 ({summary['signal_type']} signal) "
-            f"vs {base:.0f} g if run at once at max replicas: avoided {summary['avoided_g']:.0f} g{saved}"
+            f"{summary['energy_kwh']} kWh, {summary['emissions_g']:.0f} gCO2 "
+            f"({summary['signal_type']} signal) vs {base:.0f} g if run at once at max replicas: "
+            f"avoided {summary['avoided_g']:.0f} g{saved}"
         )
     return 0 if summary["phase"] == "Succeeded" else 1

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test run, as CI runs it (`make test`): build or reuse the control plane and the
+# virtualenv, install Prometheus if missing, then lint, type-check and run every test.
+# Extra arguments go to pytest, e.g. `make test ARGS="-k planner"` or `hack/test.sh -x`.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "control plane (etcd, kube-apiserver, controllers, kwok, helm), built once into ~/.cache/gridwise"
+GRIDWISE_CONTROLPLANE_BIN="$(hack/build-control-plane.sh)"
+export GRIDWISE_CONTROLPLANE_BIN
+step "virtualenv (torch is installed once per machine)"
+venv="$(hack/venv.sh)"
+export PATH="$venv/bin:$GRIDWISE_CONTROLPLANE_BIN:$PATH"
+if [[ -x hack/install-prometheus.sh ]]; then
+  step "prometheus server (Debian package) for the metrics tests"
+  hack/install-prometheus.sh
+fi
+step "ruff"
+ruff check operator trainer-image tests benchmarks hack
+ruff format --check operator trainer-image tests benchmarks hack
+step "mypy --strict"
+mypy
+step "pytest"
+python -m pytest -p no:cacheprovider "$@"
