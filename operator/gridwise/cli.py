@@ -43,12 +43,12 @@ def _positive(text: str) -> float:
     return value
 
 
-def build_clock(kind: str, start: datetime | None, speed: float) -> Clock:
+def build_clock(kind: str, start: datetime | None, speed: float, anchor: float | None = None) -> Clock:
     if kind == "system":
         return SystemClock()
     if start is None:
         raise SystemExit("gridwise: --clock replay needs --clock-start (the trace time to start at)")
-    return ReplayClock(start, speed)
+    return ReplayClock(start, speed, anchor)
 
 
 def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,6 +85,21 @@ def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="replay clock: how much faster than real time (default 1)",
     )
     run.add_argument(
+        "--clock-anchor",
+        type=float,
+        help="replay clock: Unix time at which it reads --clock-start (default: now)",
+    )
+    run.add_argument(
+        "--signal-ttl-seconds",
+        type=float,
+        help="reuse a carbon reading this long, in clock time (default 300)",
+    )
+    run.add_argument(
+        "--signal-min-interval-seconds",
+        type=float,
+        help="never ask a provider more often than this after a failure, in clock time (default 60)",
+    )
+    run.add_argument(
         "--http-port", type=int, default=8080, help="port for /healthz, /readyz, /metrics (default 8080)"
     )
     run.add_argument("--http-host", default="0.0.0.0", help="address to serve probes and metrics on")
@@ -108,7 +123,7 @@ def _run_operator(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         namespaces=args.namespace,
         tick_seconds=args.tick_seconds,
-        clock=build_clock(args.clock, args.clock_start, args.clock_speed),
+        clock=build_clock(args.clock, args.clock_start, args.clock_speed, args.clock_anchor),
         http_host=args.http_host,
         http_port=args.http_port,
         leader_election=not args.no_leader_election,
@@ -120,8 +135,11 @@ def _run_operator(args: argparse.Namespace) -> int:
         config.identity = args.identity
     if args.clock == "replay":
         # Signal caching is in the replayed time: refresh as often as the trace steps.
-        config.signal_ttl_s = 300.0
         config.signal_min_interval_s = 0.0
+    if args.signal_ttl_seconds is not None:
+        config.signal_ttl_s = args.signal_ttl_seconds
+    if args.signal_min_interval_seconds is not None:
+        config.signal_min_interval_s = args.signal_min_interval_seconds
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -38,21 +38,25 @@ class ReplayClock:
     A demo replays a day of grid data in a minute with speed=1440.
     """
 
-    def __init__(self, start: datetime, speed: float = 1.0) -> None:
+    def __init__(self, start: datetime, speed: float = 1.0, anchor: float | None = None) -> None:
+        """`anchor` is the Unix time at which the replay is at `start` (default: now).
+
+        A shared anchor puts several processes (operator replicas, a benchmark) on one timeline.
+        """
         if start.tzinfo is None:
             raise ValueError("ReplayClock start must be timezone-aware (UTC)")
         if speed <= 0:
             raise ValueError(f"ReplayClock speed must be positive, got {speed}")
         self._start = start.astimezone(UTC)
         self._speed = speed
-        self._wall0 = time.monotonic()
+        self._wall0 = time.time() if anchor is None else anchor
 
     @property
     def speed(self) -> float:
         return self._speed
 
     def now(self) -> datetime:
-        return self._start + timedelta(seconds=(time.monotonic() - self._wall0) * self._speed)
+        return self._start + timedelta(seconds=(time.time() - self._wall0) * self._speed)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self._speed)

@@ -36,6 +36,9 @@ BINARIES = (
 )
 BUILD_HINT = "hack/build-control-plane.sh"
 ADMIN_TOKEN = "gridwise-admin-token"  # loopback-only cluster that lives as long as a test session
+# A second identity, so an audit log can tell the operator's requests from the test's own.
+OPERATOR_TOKEN = "gridwise-operator-token"
+OPERATOR_USER = "gridwise-operator"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 POD_CIDR = "127.64.0.0/16"
 NODE_IP = "127.63.0.1"
@@ -183,7 +186,16 @@ class Cluster:
 class LocalControlPlane(Cluster):
     """Starts and stops the control plane; `kubeconfig` is ready once `start()` returns."""
 
-    def __init__(self, workdir: Path | None = None, bin_dir: Path | None = None, log_to: Path | None = None):
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        bin_dir: Path | None = None,
+        log_to: Path | None = None,
+        *,
+        audit: bool = False,
+    ):
+        """`audit=True` logs every API request (user, verb, resource) to `audit_log`, for benchmarks."""
+        self.audit = audit
         self.bin_dir = find_binaries(bin_dir)
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="gridwise-cp-"))
@@ -253,7 +265,10 @@ class LocalControlPlane(Cluster):
                 check=True,
                 capture_output=True,
             )
-        (self.workdir / "tokens.csv").write_text(f'{ADMIN_TOKEN},gridwise-admin,1,"system:masters"\n')
+        (self.workdir / "tokens.csv").write_text(
+            f'{ADMIN_TOKEN},gridwise-admin,1,"system:masters"\n'
+            f'{OPERATOR_TOKEN},{OPERATOR_USER},2,"system:masters"\n'
+        )
 
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
@@ -296,8 +311,38 @@ class LocalControlPlane(Cluster):
                 "--max-mutating-requests-inflight=1000",
                 "--event-ttl=2h",
                 "--v=1",
+                *self._audit_flags(),
             ],
         )
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
+            "rules:\n  - level: Metadata\n"
+        )
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=batch",
+        ]
+
+    def operator_kubeconfig(self) -> Path:
+        """A kubeconfig with the operator's own identity (for audit counts); admin rights."""
+        doc = yaml.safe_load(self.kubeconfig.read_text())
+        doc["users"] = [{"name": OPERATOR_USER, "user": {"token": OPERATOR_TOKEN}}]
+        doc["contexts"][0]["context"]["user"] = OPERATOR_USER
+        path = self.workdir / "operator.kubeconfig"
+        path.write_text(yaml.safe_dump(doc))
+        path.chmod(0o600)
+        return path
 
     def _wait_ready(self, timeout: float) -> None:
         ctx = ssl.create_default_context()

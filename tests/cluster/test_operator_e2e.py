@@ -415,12 +415,12 @@ def test_two_operator_replicas_never_act_twice(
         lease = get_json(cluster, namespace, "lease", "gridwise-operator")
         assert lease["spec"]["holderIdentity"] == "replica-b"
         assert reasons(cluster, namespace, "peer").count("JobCreated") == 1
-        assert 'gridwise_job_replicas{job="peer"' in b.metrics().replace(f'namespace="{namespace}",', "")
         before = status(cluster, namespace, "peer")["accounting"]["lastTime"]
         wait_for(
             "b to reconcile",
             lambda: status(cluster, namespace, "peer")["accounting"]["lastTime"] != before,
             log=b.log_tail,
         )
+        assert f'gridwise_job_replicas{{job="peer",namespace="{namespace}"}} 1.0' in b.metrics()
     finally:
         b.stop()

@@ -1,0 +1,94 @@
+"""The operator's decision rules on top of the planner: stale signal, deadline, policies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from gridwise.api import JobSpec, PolicySpec
+from gridwise.carbon import IntensityPoint, SignalReading
+from gridwise.decide import REASON_DEADLINE, REASON_INTENSITY, REASON_STALE, decide
+
+NOW = datetime(2022, 6, 1, 12, tzinfo=UTC)
+
+
+def spec(policy: str = "forecast", threshold: float | None = None, hours: float = 48, **kw: float) -> JobSpec:
+    return JobSpec(
+        name="j",
+        namespace="ns",
+        min_replicas=int(kw.get("min", 1)),
+        max_replicas=int(kw.get("max", 4)),
+        deadline=NOW + timedelta(hours=hours),
+        work_gpu_hours=kw.get("work", 8.0),
+        total_steps=1000,
+        scaling_efficiency=0.9,
+        power_per_replica_watts=400,
+        carbon={"provider": "static"},
+        policy=PolicySpec(type=policy, threshold_grams_per_kwh=threshold),
+        grace_period_seconds=60,
+        checkpoint_path="/c",
+        checkpoint_claim=None,
+        template={},
+    )
+
+
+def reading(values: list[float], stale: bool = False) -> SignalReading:
+    points = tuple(
+        IntensityPoint(NOW + timedelta(hours=i), NOW + timedelta(hours=i + 1), v)
+        for i, v in enumerate(values)
+    )
+    return SignalReading(
+        zone="Z",
+        provider="test",
+        signal_type="average",
+        current=points[0] if points else None,
+        forecast=points[1:],
+        stale=stale,
+        reason="provider timed out" if stale else "ok",
+        fetched_at=NOW,
+    )
+
+
+def test_stale_signal_never_pauses() -> None:
+    d = decide(spec(), reading([900.0] * 48, stale=True), now=NOW, remaining_work_gpu_hours=8,
+               current_replicas=0, pauses_in_last_day=0)  # fmt: skip
+    assert d.replicas == 4 and d.reason == REASON_STALE
+    assert "provider timed out" in d.message
+
+
+def test_stale_signal_keeps_the_current_size() -> None:
+    d = decide(spec(), reading([], stale=True), now=NOW, remaining_work_gpu_hours=8,
+               current_replicas=2, pauses_in_last_day=0)  # fmt: skip
+    assert d.replicas == 2 and d.kind(2) == "none"
+
+
+def test_threshold_pauses_a_dirty_hour_with_slack() -> None:
+    d = decide(spec("threshold", 200), reading([500.0] * 3 + [100.0] * 45), now=NOW,
+               remaining_work_gpu_hours=2, current_replicas=1, pauses_in_last_day=0)  # fmt: skip
+    assert d.replicas == 0 and d.reason == REASON_INTENSITY and d.kind(1) == "pause"
+    assert "above the 200 threshold" in d.message
+    assert d.next_change_time is not None and d.next_change_time >= NOW + timedelta(hours=3)
+
+
+def test_forecast_waits_for_the_clean_window() -> None:
+    d = decide(spec(), reading([400.0] * 10 + [50.0] * 38), now=NOW, remaining_work_gpu_hours=8,
+               current_replicas=0, pauses_in_last_day=0)  # fmt: skip
+    assert d.replicas == 0
+
+
+def test_infeasible_work_runs_at_max_and_says_so() -> None:
+    d = decide(spec(hours=2, work=50), reading([100.0] * 48), now=NOW, remaining_work_gpu_hours=50,
+               current_replicas=0, pauses_in_last_day=0)  # fmt: skip
+    assert d.replicas == 4 and d.reason == REASON_DEADLINE and d.kind(0) == "resume"
+
+
+def test_a_passed_deadline_with_work_left_runs_at_max() -> None:
+    d = decide(spec(hours=-1), reading([100.0] * 4), now=NOW, remaining_work_gpu_hours=1,
+               current_replicas=1, pauses_in_last_day=0)  # fmt: skip
+    assert d.replicas == 4 and d.reason == REASON_DEADLINE
+
+
+def test_replicas_stay_within_min_and_max() -> None:
+    for values in ([100.0] * 48, [900.0] * 4 + [10.0] * 44, [10.0 * (i % 7 + 1) for i in range(48)]):
+        d = decide(spec(min=2, max=3), reading(values), now=NOW, remaining_work_gpu_hours=20,
+                   current_replicas=2, pauses_in_last_day=0)  # fmt: skip
+        assert d.replicas == 0 or 2 <= d.replicas <= 3
