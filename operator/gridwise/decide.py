@@ -19,8 +19,9 @@ REASON_INTENSITY = "CarbonIntensity"
 REASON_FORECAST = "Forecast"
 REASON_DEADLINE = "DeadlineGuard"
 REASON_STALE = "CarbonSignalStale"
-REASON_BUDGET = "PauseBudget"
 REASON_BASELINE = "RunNow"
+REASONS = (REASON_INTENSITY, REASON_FORECAST, REASON_DEADLINE, REASON_STALE, REASON_BASELINE)
+KINDS = ("pause", "resume", "scale")
 
 
 @dataclass(frozen=True)

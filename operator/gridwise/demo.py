@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from gridwise.clock import ReplayClock
+from gridwise.decide import REASONS
 
 DEFAULT_TRACE = "electricitymaps_ES_2022-06_hourly.csv"
 EPILOG = """\
@@ -231,8 +232,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         decisions = [
             e["message"]
             for e in items
-            if e.get("reason")
-            in ("CarbonIntensity", "Forecast", "DeadlineGuard", "CarbonSignalStale", "RunNow")
+            if e.get("reason") in REASONS
         ]
         return _summary(status, decisions, clock.now(), start)
     finally:

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gridwise.api import PHASES
+from gridwise.decide import KINDS, REASONS
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,10 @@ class OperatorMetrics:
             ["kind", "reason"],
             registry=self.registry,
         )
+        # Every series exists from the start at 0, so increase() also counts the first decision.
+        for kind in KINDS:
+            for reason in REASONS:
+                self.decisions.labels(kind=kind, reason=reason)
         self.reconcile_seconds = Histogram(
             "gridwise_reconcile_duration_seconds",
             "Time one reconcile of a CarbonAwareJob takes.",

@@ -424,3 +424,62 @@ def test_two_operator_replicas_never_act_twice(
         assert f'gridwise_job_replicas{{job="peer",namespace="{namespace}"}} 1.0' in b.metrics()
     finally:
         b.stop()
+
+
+def test_progress_and_energy_come_from_the_real_trainer(
+    cluster: Cluster, namespace: str, tmp_path: Path, operator_factory: Any
+) -> None:
+    """kwok pod IPs are on loopback: a real trainer listening there is what the operator scrapes."""
+    import subprocess
+    import sys
+
+    from gridwise.devcluster import free_port
+
+    port = free_port()
+    op = operator_factory(extra_args=["--trainer-metrics-port", str(port)])
+    trace = trace_from(tmp_path, [100.0] * 48)
+    cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-",
+        input=caj_manifest("scraped", trace=trace, work_gpu_hours=500, complete_within="30d",
+                           policy={"type": "agnostic"}),
+    )  # fmt: skip
+    wait_for("a running pod", lambda: running_pods(cluster, namespace, "scraped"), log=op.log_tail)
+    trainer = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gridwise-trainer")),
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--total-steps", "1000000", "--model", "mlp",
+            "--metrics-port", str(port), "--carbon-intensity", "100", "--job-name", "scraped",
+            "--checkpoint-every", "100000", "--eval-every", "0", "--log-every", "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        st = wait_for(
+            "progress read from the trainer",
+            lambda: (
+                (s := status(cluster, namespace, "scraped")).get("progressSource") == "trainer"
+                and s["accounting"].get("trainerEnergyJoules")
+                and s
+            ),
+            timeout=90,
+            log=op.log_tail,
+        )
+        first = st["accounting"]["trainerEnergyJoules"]
+        later = wait_for(
+            "more measured energy",
+            lambda: (
+                (s := status(cluster, namespace, "scraped"))["accounting"]["trainerEnergyJoules"] > first
+                and s
+            ),
+            timeout=60,
+            log=op.log_tail,
+        )
+        # Progress is the trainer's steps / totalSteps, not the operator's replica-hours estimate:
+        # 500 GPU-hours at 1 replica would take weeks of replayed time.
+        assert 0 < later["progress"] < 0.9
+        assert later["energyJoules"] > 0
+    finally:
+        trainer.terminate()
+        _, err = trainer.communicate(timeout=60)
+    assert trainer.returncode == 0, err.decode()[-2000:]

@@ -1,0 +1,1 @@
+"""The metrics tests use the session cluster from tests/conftest.py."""
