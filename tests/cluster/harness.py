@@ -219,3 +219,34 @@ def wait_for(
 def events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
     items = get_json(cluster, namespace, "events", f"--field-selector=involvedObject.name={name}")["items"]
     return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+
+def helm_binary() -> str:
+    """helm from the control-plane bin dir (built with it), else PATH: chart tests need no cluster for it."""
+    from gridwise.devcluster import ControlPlaneError, find_binaries
+
+    try:
+        return str(find_binaries() / "helm")
+    except ControlPlaneError:
+        found = shutil.which("helm")
+        if found is None:
+            raise
+        return found
+
+
+def helm_template(
+    chart: Path, release: str, namespace: str, values: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """`helm template` of `chart` as parsed objects (kube-version pinned to the one the tests run)."""
+    args = [helm_binary(), "template", release, str(chart), "--namespace", namespace]
+    args += ["--kube-version", "1.35.4"]
+    proc = subprocess.run(
+        [*args, "--values", "-"],
+        input=yaml.safe_dump(values or {}),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"helm template failed:\n{proc.stderr}")
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
