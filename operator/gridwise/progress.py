@@ -8,8 +8,9 @@ back to its own estimate and says so in status (progressSource: estimate).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +25,25 @@ class TrainerSample:
     progress: float  # 0..1, the furthest any worker reports (rank 0 owns the truth)
     energy_joules: float  # summed over workers and GPUs: cumulative since each trainer started
     workers: int
+    # world size -> global samples/s the trainer measured at that size (rank 0 reports the group's rate)
+    throughput: Mapping[int, float] = field(default_factory=dict)
+
+
+def parse_throughput(text: str) -> dict[int, float]:
+    """world_size -> samples/s from one trainer's gridwise_trainer_throughput_samples_per_second."""
+    out: dict[int, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != THROUGHPUT_METRIC:
+                continue
+            try:
+                size = int(sample.labels.get("world_size", ""))
+            except ValueError:
+                continue
+            value = float(sample.value)
+            if size >= 1 and math.isfinite(value) and value > 0:
+                out[size] = max(out.get(size, 0.0), value)
+    return out
 
 
 def parse_metrics(text: str) -> tuple[float | None, float]:
@@ -41,11 +61,35 @@ def parse_metrics(text: str) -> tuple[float | None, float]:
     return progress, energy
 
 
-async def _scrape_one(client: httpx.AsyncClient, url: str) -> tuple[float | None, float] | None:
+def throughput_table(
+    measured: Mapping[int, float], max_replicas: int, scaling_efficiency: float
+) -> dict[int, float] | None:
+    """The planner's `throughput_table` (1 replica = 1.0) from measured rates, or None until measured.
+
+    Measured sizes are used as measured. Sizes not yet measured come from the manifest's curve
+    n * scaling_efficiency ** log2(n), anchored so the smallest measured size keeps its measured
+    value; the 1-replica base is the measurement at 1 when there is one, else implied by that anchor.
+    """
+    known = {int(n): float(r) for n, r in measured.items() if 1 <= int(n) <= max_replicas and r > 0}
+    if not known or max_replicas < 1:
+        return None
+
+    def curve(n: int) -> float:
+        return float(n * scaling_efficiency ** math.log2(n))
+
+    smallest = min(known)
+    base = known[1] if 1 in known else known[smallest] / curve(smallest)
+    return {n: (known[n] / base if n in known else curve(n)) for n in range(1, max_replicas + 1)}
+
+
+async def _scrape_one(
+    client: httpx.AsyncClient, url: str
+) -> tuple[float | None, float, dict[int, float]] | None:
     try:
         resp = await client.get(url)
         resp.raise_for_status()
-        return parse_metrics(resp.text)
+        progress, energy = parse_metrics(resp.text)
+        return progress, energy, parse_throughput(resp.text)
     except (httpx.HTTPError, ValueError):
         return None
 
@@ -61,8 +105,13 @@ async def scrape(pod_ips: Sequence[str], port: int, *, timeout_s: float = 1.0) -
     good = [r for r in results if r is not None and r[0] is not None]
     if not good:
         return None
+    rates: dict[int, float] = {}
+    for r in good:
+        for n, v in r[2].items():
+            rates[n] = max(rates.get(n, 0.0), v)
     return TrainerSample(
         progress=max(float(r[0]) for r in good if r[0] is not None),
         energy_joules=sum(r[1] for r in good),
         workers=len(good),
+        throughput=rates,
     )

@@ -72,7 +72,7 @@ def test_env_and_flags(tmp_path: Path) -> None:
         ({"GRIDWISE_OBJECTIVE": '{"accuracy": 0}'}, "at least one positive weight"),
         ({"GRIDWISE_SIGNAL_TYPE": "median"}, "signal type must be one of"),
         ({"GRIDWISE_METRICS_PORT": "99999"}, "metrics port must be 0..65535"),
-        ({"WORLD_SIZE": "2", "RANK": "1"}, "issue 7"),
+        ({"WORLD_SIZE": "2", "RANK": "1"}, "needs torchrun"),
     ],
 )
 def test_bad_config_is_one_line_exit_2(

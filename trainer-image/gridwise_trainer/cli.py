@@ -43,9 +43,15 @@ objective JSON (GRIDWISE_OBJECTIVE): {"accuracy": a, "energy": b, "carbon": c}, 
 
 signals: SIGTERM/SIGINT finish the current step, write an atomic checkpoint and exit 0.
   On start the newest valid checkpoint in --checkpoint-dir is resumed; corrupt ones are set aside.
+elastic (several replicas): with GRIDWISE_NNODES=MIN:MAX (set by the operator for multi-replica jobs)
+  this command execs torchrun (c10d rendezvous at GRIDWISE_RDZV_ENDPOINT, id GRIDWISE_RDZV_ID, pod
+  GRIDWISE_NODE_RANK=0 hosts it; GRIDWISE_RDZV_CONF, GRIDWISE_LOCAL_ADDR, GRIDWISE_MAX_RESTARTS optional)
+  with one DDP worker per pod. --batch-size is the global batch at any size, so the learning rate
+  never changes with the replica count; ranks stop together and rank 0 checkpoints. A worker stopped
+  only because a peer left exits 75 so torchrun re-forms the group from that checkpoint.
 metrics: Prometheus text on http://0.0.0.0:PORT/metrics (gridwise_trainer_*).
 output: checkpoints, model.pt, model-int8.pt (if quantized), carbon-label.{json,md} in --checkpoint-dir.
-exit codes: 0 done or paused cleanly, 2 bad configuration, 1 anything else.
+exit codes: 0 done or paused cleanly, 2 bad configuration, 75 re-form (elastic), 1 anything else.
 """
 
 
@@ -169,7 +175,14 @@ OPTIONS: tuple[Option, ...] = (
         "NAME",
     ),
     Option("--model", "GRIDWISE_MODEL", "cnn", str, "mlp | cnn | wide-cnn (the GPU-sized one)", "NAME"),
-    Option("--batch-size", "GRIDWISE_BATCH_SIZE", "64", _int, "per-rank batch size (default 64)", "N"),
+    Option(
+        "--batch-size",
+        "GRIDWISE_BATCH_SIZE",
+        "64",
+        _int,
+        "global batch per optimizer step, split across ranks (default 64)",
+        "N",
+    ),
     Option("--min-batch-size", "GRIDWISE_MIN_BATCH_SIZE", "16", _int, "lower bound for the carbon loop", "N"),
     Option(
         "--max-batch-size", "GRIDWISE_MAX_BATCH_SIZE", "256", _int, "upper bound for the carbon loop", "N"
@@ -316,6 +329,11 @@ def config_from(argv: Sequence[str] | None, environ: dict[str, str] | None = Non
         rank = int(env.get("RANK", "0"))
     except ValueError:
         raise ConfigError("WORLD_SIZE and RANK must be integers") from None
+    if world_size > 1 and not ("MASTER_ADDR" in env and "MASTER_PORT" in env):
+        raise ConfigError(
+            f"WORLD_SIZE={world_size} needs torchrun (MASTER_ADDR/MASTER_PORT unset); "
+            "set GRIDWISE_NNODES and the rendezvous env to launch it"
+        )
     signal_type: SignalType = values["signal_type"]
     cfg = TrainerConfig(
         checkpoint_dir=values["checkpoint_dir"],
@@ -362,6 +380,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from .elastic import LaunchError, exec_torchrun, wants_elastic_launch
+
+    if wants_elastic_launch(os.environ):
+        try:
+            config_from(argv, {**os.environ, "WORLD_SIZE": "1", "RANK": "0"})  # fail fast, before torchrun
+            exec_torchrun(sys.argv[1:] if argv is None else list(argv), os.environ)
+        except (ConfigError, LaunchError) as exc:
+            print(f"gridwise-trainer: error: {exc}", file=sys.stderr)
+            return 2
     try:
         cfg = config_from(argv)
     except ConfigError as exc:
@@ -375,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from .elastic import REFORM_EXIT_CODE
     from .job import run_job  # torch is imported only once the configuration is known to be good
 
     try:
@@ -382,6 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gridwise-trainer: error: {exc}", file=sys.stderr)
         return 2
+    if outcome.reform:
+        log.info("a peer rank left; exiting %d so torchrun re-forms the group", REFORM_EXIT_CODE)
+        return REFORM_EXIT_CODE
     if not outcome.completed:
         log.info("paused cleanly; rerun with the same --checkpoint-dir to resume")
     return 0

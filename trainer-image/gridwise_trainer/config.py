@@ -210,7 +210,9 @@ class TrainerConfig:
             raise ConfigError("learning rate and CPU TDP must be positive")
         if not 0 <= self.rank < self.world_size:
             raise ConfigError(f"RANK {self.rank} must be in [0, WORLD_SIZE={self.world_size})")
-        if self.world_size != 1:
-            raise ConfigError("WORLD_SIZE > 1 is not supported yet (issue 7); run one process per job")
+        if self.world_size > self.batch_size:
+            raise ConfigError(
+                f"global batch size {self.batch_size} must be >= WORLD_SIZE={self.world_size}"
+            )
         if self.teacher_steps is not None and self.teacher_steps < 1:
             raise ConfigError("teacher steps must be >= 1")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import elastic
 from .checkpoint import decode
 from .config import ConfigError, TrainerConfig
 from .data import load_digits_dataset
@@ -35,11 +36,18 @@ class JobOutcome:
     label: CarbonLabel | None
     metrics_port: int | None
 
+    @property
+    def reform(self) -> bool:
+        """Stopped because another rank left or was asked to: torchrun should re-form the group."""
+        return not self.completed and self.result is not None and self.result.reform
+
 
 def choose_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda requested but no CUDA device is visible")
     return dev
@@ -73,6 +81,8 @@ def run_job(cfg: TrainerConfig, stop: threading.Event | None = None) -> JobOutco
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    if cfg.world_size > 1:
+        elastic.init_process_group(device)
     data = load_digits_dataset()
     metrics = TrainerMetrics()
     port = None
@@ -131,6 +141,7 @@ def run_job(cfg: TrainerConfig, stop: threading.Event | None = None) -> JobOutco
     finally:
         meter.close()
         metrics.shutdown()
+        elastic.destroy_process_group()
 
 
 def _finish(

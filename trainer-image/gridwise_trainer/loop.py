@@ -1,8 +1,9 @@
 """One training phase: steps, windows (energy, metrics, carbon loop), evaluation and checkpoints.
 
 The step itself is a plain PyTorch step; everything else happens at window edges so the loop's
-overhead stays near zero. DDP (issue 7) slots in by wrapping `self.model` after it is built or
-pruned, sharding the sampler by rank (already supported) and letting only rank 0 write.
+overhead stays near zero. With more than one rank (issue 7, see elastic.py) `self.model` is wrapped in
+DistributedDataParallel after it is built, restored or pruned; every rank draws the same global batch
+and trains on its slice, ranks agree every step on whether to stop, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from . import elastic
 from .carbon_loop import CarbonController, Knobs
 from .checkpoint import CheckpointManager
 from .compression.distillation import distillation_loss
@@ -72,6 +75,7 @@ class PhaseResult:
     dense_params: int
     decisions: list[dict[str, Any]] = field(default_factory=list)
     precision: str = "float32"
+    reform: bool = False  # stopped because another rank asked to: the group should re-form
 
 
 def _rng_state() -> dict[str, Any]:
@@ -172,7 +176,12 @@ class Trainer:
         self.dense_params = count_parameters(self.model)
         self.pruned = False
         self.optimizer = self._make_optimizer()
-        self.sampler = ShardedBatchSampler(len(self.data.x_train), phase.seed, cfg.rank, cfg.world_size)
+        # One global, world-size-independent order: every rank draws the same global batch and keeps
+        # its slice, so a checkpoint written at one size resumes exactly at any other.
+        self.sampler = ShardedBatchSampler(len(self.data.x_train), phase.seed)
+        self.distributed = cfg.world_size > 1 and elastic.active()
+        self._net: nn.Module = self.model
+        self.reform = False
         self.step = 0
         self._knobs = self.controller.knobs
         self._precision: Precision = "none"
@@ -296,6 +305,8 @@ class Trainer:
         now = time.perf_counter()
         joules = self.meter.read_joules()
         d_j = max(0.0, joules - self._w_joules)
+        if self.distributed:
+            d_j = elastic.all_sum(d_j)  # the job's energy is every rank's; rank 0 reports and saves it
         d_samples = self.counters.samples - self._w_samples
         d_t = now - self._w_time
         reading = self.intensity.read()
@@ -319,9 +330,8 @@ class Trainer:
         if util is not None:
             m.utilization.labels(gpu=gpu).set(util)
         if d_t > 0 and d_samples > 0:
-            m.throughput.labels(world_size=str(self.cfg.world_size)).set(
-                d_samples * self.cfg.world_size / d_t
-            )
+            # Global samples (all ranks) per second at this world size: the planner's scaling curve.
+            m.throughput.labels(world_size=str(self.cfg.world_size)).set(d_samples / d_t)
         if loss is not None:
             m.loss.set(float(loss.item()))
         m.progress.set(min(1.0, self.counters.steps / max(1, self.progress_total)))
@@ -338,6 +348,8 @@ class Trainer:
             )
             self._c_loss_sum.zero_()
             self._c_steps = 0
+            if self.distributed and self.controller.enabled:
+                new = elastic.from_rank0(new)  # one decision for the whole group: rank 0's
             if new != self._knobs:
                 self._apply_knobs(new)
             self._sync()
@@ -350,6 +362,7 @@ class Trainer:
         before = count_parameters(self.model)
         self.model = prune_structured(self.model, self.phase.prune_amount).to(self.device)
         # New parameters mean a new optimizer; momentum restarts, which fine-tuning tolerates.
+        self._wrap()
         self.optimizer = self._make_optimizer()
         self._apply_knobs(self._knobs)
         self.pruned = True
@@ -364,9 +377,27 @@ class Trainer:
             self.spec.widths,
         )
 
+    def _wrap(self) -> None:
+        """DDP around the current model (after build, restore or pruning); a collective on all ranks."""
+        if not self.distributed:
+            self._net = self.model
+            return
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self._net = DistributedDataParallel(self.model, device_ids=ids)
+
+    def _should_stop(self) -> bool:
+        """Single process: the stop event. Several: stop after this step if any rank was asked to."""
+        local = self.stop.is_set()
+        if not self.distributed:
+            return local
+        agreed = elastic.any_true(local)
+        if agreed and not local:
+            self.reform = True
+        return agreed
+
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with self.policy.autocast(self._precision):
-            logits = self.model(x)
+            logits = self._net(x)
             teacher = self.phase.teacher
             if teacher is not None:
                 with torch.no_grad():
@@ -377,6 +408,19 @@ class Trainer:
 
     def run(self) -> PhaseResult:
         self._restore()
+        if self.distributed:
+            first = elastic.from_rank0(self.step)
+            if first != self.step:
+                raise RuntimeError(f"rank {self.cfg.rank} resumed at step {self.step}, rank 0 at {first}")
+        self._wrap()
+        log.info(
+            "%s: world_size=%d rank=%d global batch %d at step %d",
+            self.phase.name,
+            self.cfg.world_size,
+            self.cfg.rank,
+            self.controller.knobs.batch_size,
+            self.step,
+        )
         self.model.train()
         self._apply_knobs(self.controller.knobs)
         self.metrics.sparsity.set(sparsity(self.dense_params, count_parameters(self.model)))
@@ -396,15 +440,25 @@ class Trainer:
         loss: torch.Tensor | None = None
         saved_at = self.step if self.step > 0 else -1
         try:
-            while self.step < self.phase.steps and not self.stop.is_set():
+            world, rank = self.cfg.world_size, self.cfg.rank
+            stopped = False
+            while self.step < self.phase.steps:
+                if self._should_stop():
+                    stopped = True
+                    break
                 self._maybe_prune()
                 self._set_precision(self.policy.active(self.step))
-                bs = self._knobs.batch_size
-                idx = self.sampler.next_indices(bs).to(self.device, non_blocking=True)
+                bs = self._knobs.batch_size  # global batch: the same at every world size
+                global_idx = self.sampler.next_indices(bs)
+                idx = elastic.shard(global_idx, rank, world).to(self.device, non_blocking=True)
                 x, y = x_all[idx], y_all[idx]
                 loss = self._loss(x, y)
+                objective = loss
+                if self.distributed:
+                    # DDP averages over ranks; weighting by slice size makes that the global-batch mean.
+                    objective = loss * (len(idx) * world / bs)
                 self.optimizer.zero_grad(set_to_none=True)
-                scaled: torch.Tensor = scaler.scale(loss)
+                scaled: torch.Tensor = scaler.scale(objective)
                 torch.autograd.backward(scaled)
                 scaler.step(self.optimizer)
                 scaler.update()
@@ -413,7 +467,7 @@ class Trainer:
                     self._c_steps += 1
                 self.step += 1
                 self.counters.steps += 1
-                self.counters.samples += bs * self.cfg.world_size
+                self.counters.samples += bs
                 if self.cfg.log_every and self.step % self.cfg.log_every == 0:
                     log.info("%s step=%d loss=%r", self.phase.name, self.step, float(loss.item()))
                 if self.step % window == 0:
@@ -429,8 +483,11 @@ class Trainer:
                     self.save()
                     saved_at = self.step
             completed = self.step >= self.phase.steps
-            if self.stop.is_set() and not completed:
-                log.info("%s: stop requested; finishing at step %d", self.phase.name, self.step)
+            if stopped and not completed:
+                why = "a peer rank asked to stop" if self.reform else "stop requested"
+                log.info(
+                    "%s: rank %d: %s; finishing at step %d", self.phase.name, self.cfg.rank, why, self.step
+                )
             self._window(loss, feed=False)
             accuracy = None
             if completed:
@@ -441,6 +498,8 @@ class Trainer:
                 log.info("%s: done at step %d, test accuracy %.4f", self.phase.name, self.step, accuracy)
             if saved_at != self.step:
                 self.save()
+            if self.distributed:
+                elastic.barrier()  # nobody leaves (and re-forms) before rank 0's checkpoint is on disk
         finally:
             self.restore_power_limit()
         return PhaseResult(
@@ -452,4 +511,5 @@ class Trainer:
             self.dense_params,
             [dict(d) for d in self.controller.state_dict()["decisions"]],
             DTYPE_NAMES[self._precision],
+            self.reform,
         )

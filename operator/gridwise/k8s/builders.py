@@ -54,7 +54,12 @@ def is_elastic(spec: JobSpec) -> bool:
 
 
 def build_trainer_env(spec: JobSpec) -> list[dict[str, Any]]:
-    """Env the trainer reads. Fixed for the Job's life: a Job's pod template is immutable."""
+    """Env the trainer reads. Fixed for the Job's life: a Job's pod template is immutable.
+
+    For elastic jobs the container command is left alone: the image's `gridwise-trainer` entrypoint
+    sees GRIDWISE_NNODES and execs torchrun (c10d rendezvous hosted by index 0) with one DDP worker;
+    rank and world size come from the rendezvous, so a scale never needs a new pod template.
+    """
     env: list[dict[str, Any]] = [
         {"name": "GRIDWISE_JOB_NAME", "value": spec.name},
         {"name": "GRIDWISE_CHECKPOINT_DIR", "value": spec.checkpoint_path},
@@ -81,6 +86,8 @@ def build_trainer_env(spec: JobSpec) -> list[dict[str, Any]]:
                     }
                 },
             },
+            # The address this pod's torchrun agent advertises: the pod IP works before DNS does.
+            {"name": "GRIDWISE_LOCAL_ADDR", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         ]
     return env
 
@@ -111,6 +118,8 @@ def build_pod_template(spec: JobSpec) -> dict[str, Any]:
         ports = list(container.get("ports") or [])
         if not any(p.get("containerPort") == METRICS_PORT for p in ports):
             ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+        if is_elastic(spec) and not any(p.get("containerPort") == RENDEZVOUS_PORT for p in ports):
+            ports.append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"})
         container["ports"] = ports
         if spec.checkpoint_claim:
             mounts = list(container.get("volumeMounts") or [])

@@ -1,0 +1,55 @@
+"""Pure builders and the throughput table (issue 7): no cluster needed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from gridwise.api import parse_job_spec
+from gridwise.k8s.builders import build_job, build_scale_patch, build_trainer_env
+from gridwise.progress import parse_throughput, throughput_table
+
+BODY = {"metadata": {"name": "j", "uid": "u", "labels": {}}}
+
+
+def _spec(lo: int, hi: int):  # type: ignore[no-untyped-def]
+    raw = {
+        "replicas": {"min": lo, "max": hi},
+        "work": {"gpuHours": 1, "totalSteps": 10},
+        "completeWithin": "1h",
+        "template": {"spec": {"containers": [{"name": "t", "image": "i"}]}},
+    }
+    return parse_job_spec("j", "ns", raw, datetime(2030, 1, 1, tzinfo=UTC))
+
+
+def test_single_replica_job_is_unchanged_and_elastic_is_indexed() -> None:
+    one = build_job(BODY, _spec(1, 1), replicas=1)
+    assert "completionMode" not in one["spec"] and one["spec"]["backoffLimit"] == 6
+    names = {e["name"] for e in build_trainer_env(_spec(1, 1))}
+    assert not any(n.startswith(("GRIDWISE_NNODES", "GRIDWISE_RDZV")) for n in names)
+    el = build_job(BODY, _spec(1, 4), replicas=3)["spec"]
+    assert el["completionMode"] == "Indexed" and el["completions"] == el["parallelism"] == 3
+    c = el["template"]["spec"]["containers"][0]
+    assert {p["containerPort"] for p in c["ports"]} == {9400, 29400}
+    env = {e["name"]: e for e in c["env"]}
+    assert env["GRIDWISE_NNODES"]["value"] == "1:4"
+    assert env["GRIDWISE_RDZV_ENDPOINT"]["value"] == "j-0.j.ns.svc:29400"
+    assert build_scale_patch(_spec(1, 4), 2, suspend=False) == {
+        "spec": {"suspend": False, "parallelism": 2, "completions": 2}
+    }
+    assert build_scale_patch(_spec(1, 1), 1, suspend=False) == {"spec": {"suspend": False, "parallelism": 1}}
+
+
+def test_throughput_metric_parses_and_normalises() -> None:
+    text = (
+        "# TYPE gridwise_trainer_throughput_samples_per_second gauge\n"
+        'gridwise_trainer_throughput_samples_per_second{world_size="2"} 180.0\n'
+        'gridwise_trainer_throughput_samples_per_second{world_size="1"} 100.0\n'
+    )
+    rates = parse_throughput(text)
+    assert rates == {1: 100.0, 2: 180.0}
+    table = throughput_table(rates, 4, 0.9)
+    assert table is not None and table[1] == 1.0 and table[2] == 1.8
+    assert abs(table[4] - 4 * 0.9**2) < 1e-12  # not measured yet: the manifest's curve
+    assert throughput_table({}, 4, 0.9) is None  # nothing measured: the caller keeps scaling_efficiency
+    only2 = throughput_table({2: 190.0}, 2, 0.9)
+    assert only2 is not None and abs(only2[2] - 1.8) < 1e-12 and only2[1] == 1.0
