@@ -229,11 +229,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         ).stdout
         # resourceVersion orders Events that share a timestamp second.
         items = sorted(json.loads(events)["items"], key=lambda e: int(e["metadata"]["resourceVersion"]))
-        decisions = [
-            e["message"]
-            for e in items
-            if e.get("reason") in REASONS
-        ]
+        decisions = [e["message"] for e in items if e.get("reason") in REASONS]
         return _summary(status, decisions, clock.now(), start)
     finally:
         if local is not None:

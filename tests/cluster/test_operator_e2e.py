@@ -35,14 +35,14 @@ def trace_from(tmp_path: Path, future: list[float], history: float = 100.0) -> P
 def operator_factory(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Any]:
     started: list[OperatorProcess] = []
 
-    def start(*, speed: float = 600.0, **kwargs: Any) -> OperatorProcess:
+    def start(*, speed: float = 600.0, extra_args: tuple[str, ...] = (), **kwargs: Any) -> OperatorProcess:
         n = len(started)
         op = OperatorProcess(
             cluster.kubeconfig,
             tmp_path / f"operator-{n}.log",
             clock_start=T0,
             speed=speed,
-            extra_args=["--namespace", namespace],
+            extra_args=["--namespace", namespace, *extra_args],
             lease_namespace=namespace,
             **kwargs,
         )
@@ -436,7 +436,7 @@ def test_progress_and_energy_come_from_the_real_trainer(
     from gridwise.devcluster import free_port
 
     port = free_port()
-    op = operator_factory(extra_args=["--trainer-metrics-port", str(port)])
+    op = operator_factory(extra_args=("--trainer-metrics-port", str(port)))
     trace = trace_from(tmp_path, [100.0] * 48)
     cluster.kubectl(
         "-n", namespace, "apply", "-f", "-",

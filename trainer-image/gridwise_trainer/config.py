@@ -211,8 +211,6 @@ class TrainerConfig:
         if not 0 <= self.rank < self.world_size:
             raise ConfigError(f"RANK {self.rank} must be in [0, WORLD_SIZE={self.world_size})")
         if self.world_size > self.batch_size:
-            raise ConfigError(
-                f"global batch size {self.batch_size} must be >= WORLD_SIZE={self.world_size}"
-            )
+            raise ConfigError(f"global batch size {self.batch_size} must be >= WORLD_SIZE={self.world_size}")
         if self.teacher_steps is not None and self.teacher_steps < 1:
             raise ConfigError("teacher steps must be >= 1")
