@@ -479,6 +479,8 @@ def test_progress_and_energy_come_from_the_real_trainer(
         # 500 GPU-hours at 1 replica would take weeks of replayed time.
         assert 0 < later["progress"] < 0.9
         assert later["energyJoules"] > 0
+        # The trainer's own samples/s at 1 replica becomes the planner's scaling curve.
+        assert later["measuredThroughput"]["1"] > 0
     finally:
         trainer.terminate()
         _, err = trainer.communicate(timeout=60)

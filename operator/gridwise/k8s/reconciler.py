@@ -22,7 +22,7 @@ from gridwise.decide import REASON_DEADLINE, Decision, decide
 from gridwise.k8s.builders import METRICS_PORT, build_headless_service, build_job, is_elastic, job_name
 from gridwise.k8s.kube import Kube
 from gridwise.metrics import JobView, OperatorMetrics
-from gridwise.progress import scrape
+from gridwise.progress import scrape, throughput_table
 from gridwise.signal_hub import SignalHub
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,12 @@ class Reconciler:
         finished = _job_finished(job)
         reading = await self._read_signal(spec, body)
         intensity = reading.current.grams_per_kwh if reading.current is not None else None
-        totals, trainer_energy, source = await self._account(spec, status, now, replicas, intensity, job)
+        totals, trainer_energy, source, rates = await self._account(
+            spec, status, now, replicas, intensity, job
+        )
+        # Each trainer reports the rate at its current size; keep every size seen so far.
+        measured = {int(n): float(r) for n, r in (status.get("measuredThroughput") or {}).items()}
+        measured.update(rates)
         conditions = [
             _condition(
                 "CarbonSignalStale",
@@ -260,6 +265,7 @@ class Reconciler:
                 remaining_work_gpu_hours=remaining,
                 current_replicas=replicas,
                 pauses_in_last_day=len(pauses),
+                throughput_table=throughput_table(measured, spec.max_replicas, spec.scaling_efficiency),
             )
             desired = decision.replicas
             kind = decision.kind(replicas)
@@ -304,6 +310,7 @@ class Reconciler:
             previous=status,
         )
         new_status["observedGeneration"] = meta.get("generation")
+        new_status["measuredThroughput"] = {str(n): round(r, 3) for n, r in sorted(measured.items())}
         self._export(spec, new_status, reading, now)
         return TickResult(new_status, events, decision.kind(replicas) if decision else "none")
 
@@ -377,7 +384,7 @@ class Reconciler:
         replicas: int,
         intensity: float | None,
         job: Mapping[str, Any],
-    ) -> tuple[Totals, float | None, str]:
+    ) -> tuple[Totals, float | None, str, dict[int, float]]:
         """Adds the time since the last tick, at the replicas that ran and the intensity seen."""
         totals = _totals(status)
         acc = status.get("accounting") or {}
@@ -386,6 +393,7 @@ class Reconciler:
         measured_work: float | None = None
         trainer_energy = acc.get("trainerEnergyJoules")
         source = "estimate"
+        rates: dict[int, float] = {}
         if replicas > 0:
             ips = await self.ctx.kube.job_pod_ips(spec.namespace, job_name(spec.name))
             sample = await scrape(ips, self.ctx.scrape_port, timeout_s=self.ctx.scrape_timeout_s)
@@ -397,6 +405,7 @@ class Reconciler:
                 )
                 trainer_energy = sample.energy_joules
                 measured_work = max(0.0, sample.progress * spec.work_gpu_hours - totals.work_done_gpu_hours)
+                rates = dict(sample.throughput)
         if intensity is None:
             # No reading at all yet: account time and work, and emissions once a value arrives.
             intensity = float((status.get("carbonIntensity") or {}).get("gramsPerKWh", 0.0))
@@ -413,7 +422,7 @@ class Reconciler:
             measured_energy_joules=measured_energy,
             measured_work_gpu_hours=measured_work,
         )
-        return totals, trainer_energy, source
+        return totals, trainer_energy, source, rates
 
     def _export(
         self, spec: JobSpec, status: Mapping[str, Any], reading: SignalReading, now: datetime
