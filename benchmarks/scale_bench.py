@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,6 +76,44 @@ def jobs_state(cp: LocalControlPlane) -> dict[str, tuple[bool, int]]:
         active = int((j.get("status") or {}).get("active") or 0)
         state[j["metadata"]["name"]] = (bool(j["spec"].get("suspend")), active)
     return state
+
+
+class JobWatch:
+    """`kubectl get jobs -w` in the background: sees each change once, without re-listing 500 Jobs."""
+
+    def __init__(self, cp: LocalControlPlane) -> None:
+        self.first_done: dict[str, float] = {}
+        self.armed = False
+        self._proc = subprocess.Popen(
+            [cp.tool("kubectl"), "--kubeconfig", str(cp.kubeconfig), "-n", "bench", "get", "jobs", "-w",
+             "--output-watch-events", "-o", "json"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        decoder = json.JSONDecoder()
+        buf = ""
+        for line in self._proc.stdout:
+            buf += line
+            try:
+                event, end = decoder.raw_decode(buf.lstrip())
+            except json.JSONDecodeError:
+                continue
+            buf = buf.lstrip()[end:]
+            job = event["object"]
+            suspended = bool(job["spec"].get("suspend"))
+            active = int((job.get("status") or {}).get("active") or 0)
+            name = job["metadata"]["name"]
+            if self.armed and suspended and active == 0 and name not in self.first_done:
+                self.first_done[name] = time.time()
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
 
 
 def rss_kib(pid: int, field: str) -> int:
@@ -157,17 +196,16 @@ def main() -> int:
             time.sleep(2)
         steady_from = time.time()
         log(f"all {args.jobs} jobs running; grid turns dirty in {change_wall - steady_from:.0f}s")
+        watch = JobWatch(cp)
         while time.time() < change_wall:
             time.sleep(0.2)
+        watch.armed = True
         steady_until = time.time()
-        reached: dict[str, float] = {}
-        while len(reached) < args.jobs and time.time() < change_wall + args.timeout:
-            now = time.time()
-            for name, (suspended, active) in jobs_state(cp).items():
-                if suspended and active == 0 and name not in reached:
-                    reached[name] = now - change_wall
+        while len(watch.first_done) < args.jobs and time.time() < change_wall + args.timeout:
             time.sleep(0.5)
         end = time.time()
+        watch.close()
+        reached = {name: t - change_wall for name, t in watch.first_done.items()}
         peak_rss = rss_kib(op.pid, "VmHWM")
         time.sleep(3)  # let the batched audit backend flush
         steady_requests = operator_requests(cp.audit_log, steady_from, steady_until)

@@ -51,7 +51,7 @@ class JobCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             jobs = list(self._jobs.values())
-        labels = ["namespace", "job"]
+        labels = ["namespace", "carbonawarejob"]
         typed = [*labels, "signal_type"]
         energy = CounterMetricFamily(
             "gridwise_job_energy_joules", "Energy used by the job's GPU replicas.", labels=labels

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,16 @@ def write_trace(path: Path, start: datetime, hourly: Sequence[float], zone: str 
         lines.append(f"{when:%Y-%m-%d %H:%M:%S},Test,Test,{zone},{value},{value * 1.2},50,50,test,false,")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+REPLAY_START = datetime(2030, 1, 6, 0, 0, tzinfo=UTC)  # trace time the tests' replay clocks start at
+HISTORY_DAYS = 3
+
+
+def replay_trace(path: Path, future: Sequence[float], history: float = 100.0) -> Path:
+    """History days at `history` g/kWh (the forecaster's past), then `future` hourly from REPLAY_START."""
+    past = [history] * (24 * HISTORY_DAYS)
+    return write_trace(path, REPLAY_START - timedelta(days=HISTORY_DAYS), [*past, *future])
 
 
 def gridwise_executable() -> str:

@@ -10,25 +10,30 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gridwise.devcluster import Cluster
-from tests.cluster.harness import OperatorProcess, caj_manifest, events, get_json, wait_for, write_trace
+from tests.cluster.harness import (
+    REPLAY_START,
+    OperatorProcess,
+    caj_manifest,
+    events,
+    get_json,
+    replay_trace,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 
-T0 = datetime(2030, 1, 6, 0, 0, tzinfo=UTC)  # trace time the replay clock starts at
-HISTORY_DAYS = 3
+T0 = REPLAY_START
 
 
 def trace_from(tmp_path: Path, future: list[float], history: float = 100.0) -> Path:
-    """History days at `history` g/kWh (for the forecaster), then `future` hourly values from T0."""
-    past = [history] * (24 * HISTORY_DAYS)
-    return write_trace(tmp_path / "trace.csv", T0 - timedelta(days=HISTORY_DAYS), [*past, *future])
+    return replay_trace(tmp_path / "trace.csv", future, history)
 
 
 @pytest.fixture
@@ -421,7 +426,7 @@ def test_two_operator_replicas_never_act_twice(
             lambda: status(cluster, namespace, "peer")["accounting"]["lastTime"] != before,
             log=b.log_tail,
         )
-        assert f'gridwise_job_replicas{{job="peer",namespace="{namespace}"}} 1.0' in b.metrics()
+        assert f'gridwise_job_replicas{{carbonawarejob="peer",namespace="{namespace}"}} 1.0' in b.metrics()
     finally:
         b.stop()
 

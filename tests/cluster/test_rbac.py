@@ -11,7 +11,6 @@ import copy
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,13 @@ import yaml
 
 from gridwise.devcluster import Cluster
 from tests.cluster.harness import (
+    REPLAY_START,
     OperatorProcess,
     caj_manifest,
     get_json,
     helm_template,
+    replay_trace,
     wait_for,
-    write_trace,
 )
 
 pytestmark = pytest.mark.cluster
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "gridwise"
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-T0 = datetime(2030, 1, 6, 0, 0, tzinfo=UTC)
+T0 = REPLAY_START
 
 
 def render_rbac(release: str, namespace: str, values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,8 +62,7 @@ def drop_verb(docs: list[dict[str, Any]], group: str, resource: str, verb: str) 
 
 
 def trace(tmp_path: Path, future: list[float]) -> Path:
-    past = [100.0] * 72
-    return write_trace(tmp_path / "trace.csv", T0 - timedelta(days=3), [*past, *future])
+    return replay_trace(tmp_path / "trace.csv", future)
 
 
 @pytest.fixture

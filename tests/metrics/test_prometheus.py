@@ -21,7 +21,6 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,13 @@ import yaml
 
 from gridwise.devcluster import Cluster, free_port
 from tests.cluster.harness import (
+    REPLAY_START,
     OperatorProcess,
     caj_manifest,
     get_json,
     helm_template,
+    replay_trace,
     wait_for,
-    write_trace,
 )
 
 pytestmark = pytest.mark.cluster
@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "gridwise"
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 INSTALL_HINT = "hack/install-prometheus.sh"
-T0 = datetime(2030, 1, 6, 0, 0, tzinfo=UTC)
+T0 = REPLAY_START
 OPERATOR_JOB = "gridwise"  # the chart's fullname for release "gridwise": what GridwiseOperatorDown expects
 
 sys.path.insert(0, str(REPO / "hack"))
@@ -164,8 +164,7 @@ def scraped(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         )
         start = time.time()
         # 3 dirty hours then clean; at 900x the replay clock passes an hour every 4 s.
-        past = [100.0] * 72
-        trace = write_trace(tmp / "trace.csv", T0 - timedelta(days=3), [*past, *[500.0] * 3, *[80.0] * 45])
+        trace = replay_trace(tmp / "trace.csv", [*[500.0] * 3, *[80.0] * 45])
         manifest = caj_manifest(
             "metrics",
             trace=trace,
