@@ -94,14 +94,16 @@ async def _scrape_one(
         return None
 
 
-async def scrape(pod_ips: Sequence[str], port: int, *, timeout_s: float = 1.0) -> TrainerSample | None:
+def scrape_client(timeout_s: float = 1.0) -> httpx.AsyncClient:
+    """One client for every scrape: building one per scrape (its TLS context) cost most of the CPU."""
+    return httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=256))
+
+
+async def scrape(client: httpx.AsyncClient, pod_ips: Sequence[str], port: int) -> TrainerSample | None:
     """Scrapes every worker at once; None when no worker gave a usable answer."""
     if not pod_ips:
         return None
-    async with httpx.AsyncClient(timeout=timeout_s) as client:
-        results = await asyncio.gather(
-            *(_scrape_one(client, f"http://{ip}:{port}/metrics") for ip in pod_ips)
-        )
+    results = await asyncio.gather(*(_scrape_one(client, f"http://{ip}:{port}/metrics") for ip in pod_ips))
     good = [r for r in results if r is not None and r[0] is not None]
     if not good:
         return None

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
+
 from gridwise.accounting import Totals, advance, throughput
 from gridwise.actuator import Actuator, job_replicas
 from gridwise.api import KUEUE_QUEUE_LABEL, JobSpec, SpecError, format_time, parse_job_spec, parse_time
@@ -38,8 +40,8 @@ class OperatorContext:
     kube: Kube
     signals: SignalHub
     metrics: OperatorMetrics
+    scraper: httpx.AsyncClient
     scrape_port: int = METRICS_PORT
-    scrape_timeout_s: float = 1.0
 
 
 @dataclass
@@ -396,7 +398,7 @@ class Reconciler:
         rates: dict[int, float] = {}
         if replicas > 0:
             ips = await self.ctx.kube.job_pod_ips(spec.namespace, job_name(spec.name))
-            sample = await scrape(ips, self.ctx.scrape_port, timeout_s=self.ctx.scrape_timeout_s)
+            sample = await scrape(self.ctx.scraper, ips, self.ctx.scrape_port)
             if sample is not None:
                 source = "trainer"
                 prev = float(trainer_energy) if trainer_energy is not None else None

@@ -30,6 +30,7 @@ from gridwise.k8s.kube import Kube
 from gridwise.k8s.lease import LeaderElector, LeaseLost
 from gridwise.k8s.reconciler import OperatorContext, Reconciler
 from gridwise.metrics import OperatorMetrics
+from gridwise.progress import scrape_client
 from gridwise.signal_hub import SignalHub
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
         min_interval_s=config.signal_min_interval_s,
     )
     elector: LeaderElector | None = None
+    scraper = scrape_client(config.scrape_timeout_s)
     try:
         if config.leader_election:
             elector = LeaderElector(
@@ -172,8 +174,8 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
             kube=kube,
             signals=signals,
             metrics=metrics,
+            scraper=scraper,
             scrape_port=config.trainer_metrics_port,
-            scrape_timeout_s=config.scrape_timeout_s,
         )
         registry = kopf.OperatorRegistry()
         register(registry, Reconciler(ctx), tick_seconds=config.tick_seconds)
@@ -232,5 +234,6 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
         if elector is not None:
             await elector.release()
         await signals.aclose()
+        await scraper.aclose()
         await kube.close()
         await health.stop()
