@@ -27,6 +27,16 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VARS = {"$__rate_interval": "1m", "$namespace": ".*", "$zone": ".*", "${datasource}": ""}
 
 
+# Grafana's unit ids, as a person reads them.
+GRAFANA_UNITS = {
+    "massg": "g",
+    "kwatth": "kWh",
+    "watt": "W",
+    "percentunit": "ratio",
+    "s": "s",
+    "joule": "J",
+}
+
 def substitute(expr: str, variables: dict[str, str] | None = None) -> str:
     """A panel's PromQL with the dashboard's template variables filled in."""
     for name, value in (variables or DEFAULT_VARS).items():
@@ -83,6 +93,7 @@ def render(dashboard_path: Path, prometheus: str, start: float, end: float, out:
                 drawn += 1
         with_data += drawn > 0
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
+        unit = GRAFANA_UNITS.get(unit, unit)
         ax.set_title(f"{panel['title']}" + (f" [{unit}]" if unit and unit != "short" else ""), fontsize=10)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%H:%M:%S"))

@@ -11,8 +11,9 @@ from typing import Any
 
 import kopf
 
-from gridwise.api import GROUP, PLURAL, VERSION
-from gridwise.k8s.reconciler import Reconciler, TickResult, apply_result
+from gridwise.api import GROUP, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION
+from gridwise.k8s.builders import job_name
+from gridwise.k8s.reconciler import Observed, Reconciler, TickResult, apply_result
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,28 @@ def _post(body: kopf.Body, result: TickResult) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
 
 
+def _observed(body: kopf.Body, jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> Observed:
+    """The owned Job and its running pods' IPs from kopf's watch-fed indexes: no API call per tick."""
+    key = (body.metadata.namespace, job_name(body.metadata.name or ""))
+    found = list(jobs.get(key, []))
+    return Observed(job=found[0] if found else None, pod_ips=sorted(pods.get(key, [])))
+
+
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *, tick_seconds: float) -> None:
-    """Wires the CarbonAwareJob handlers into `registry`."""
+    """Wires the CarbonAwareJob handlers (and the indexes they read) into `registry`."""
+
+    @kopf.index("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGER}, registry=registry, id="owned_jobs")
+    def owned_jobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {(namespace, name): dict(body)}
+
+    @kopf.index("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER}, registry=registry, id="running_pods")
+    def running_pods(
+        namespace: str | None, labels: kopf.Labels, status: kopf.Status, meta: kopf.Meta, **_: Any
+    ) -> dict[Any, Any] | None:
+        job, ip = labels.get("job-name"), status.get("podIP")
+        if job and ip and status.get("phase") == "Running" and not meta.get("deletionTimestamp"):
+            return {(namespace, job): ip}
+        return None
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="accept")
     async def on_create(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
@@ -32,9 +53,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *, tick_se
         _post(body, result)
 
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, id="reconcile", interval=tick_seconds, sharp=False)
-    async def on_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    async def on_tick(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        # kopf passes each index as a keyword argument named by its id.
+        observed = _observed(body, kwargs["owned_jobs"], kwargs["running_pods"])
         try:
-            result = await reconciler.tick(body)
+            result = await reconciler.tick(body, observed)
         except Exception:
             reconciler.ctx.metrics.reconcile_errors.inc()
             raise  # kopf logs it and the next tick retries

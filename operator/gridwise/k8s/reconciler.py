@@ -44,6 +44,14 @@ class OperatorContext:
     scrape_port: int = METRICS_PORT
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What a watch already knows (kopf's indexes), so a tick need not ask the API server."""
+
+    job: Mapping[str, Any] | None
+    pod_ips: list[str]
+
+
 @dataclass
 class TickResult:
     status: dict[str, Any]
@@ -177,14 +185,15 @@ class Reconciler:
         self.ctx = ctx
         self.actuator = Actuator(ctx.kube)
 
-    async def tick(self, body: Mapping[str, Any]) -> TickResult:
+    async def tick(self, body: Mapping[str, Any], observed: Observed | None = None) -> TickResult:
+        """One reconcile; without `observed` (or on an index miss) it reads the Job from the API."""
         started = time.perf_counter()
         try:
-            return await self._tick(body)
+            return await self._tick(body, observed)
         finally:
             self.ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
-    async def _tick(self, body: Mapping[str, Any]) -> TickResult:
+    async def _tick(self, body: Mapping[str, Any], observed: Observed | None) -> TickResult:
         meta, status = body["metadata"], dict(body.get("status") or {})
         now = self.ctx.clock.now()
         # completeWithin counts from when the operator accepted the job, on the operator's clock,
@@ -199,7 +208,10 @@ class Reconciler:
         if not status.get("acceptedTime") and spec.deadline <= now:
             return self._invalid(status, now, f"deadline {format_time(spec.deadline)} is already past")
 
-        job = await self.ctx.kube.get_job(spec.namespace, job_name(spec.name))
+        job = observed.job if observed is not None else None
+        if job is None:  # not indexed (yet, or not labelled as ours): ask the API server
+            job = await self.ctx.kube.get_job(spec.namespace, job_name(spec.name))
+            observed = None
         if job is None:
             return await self._create(body, spec, status, now)
         if not _owned_by(job, meta["uid"]):
@@ -215,7 +227,7 @@ class Reconciler:
         reading = await self._read_signal(spec, body)
         intensity = reading.current.grams_per_kwh if reading.current is not None else None
         totals, trainer_energy, source, rates = await self._account(
-            spec, status, now, replicas, intensity, job
+            spec, status, now, replicas, intensity, observed.pod_ips if observed is not None else None
         )
         # Each trainer reports the rate at its current size; keep every size seen so far.
         measured = {int(n): float(r) for n, r in (status.get("measuredThroughput") or {}).items()}
@@ -385,7 +397,7 @@ class Reconciler:
         now: datetime,
         replicas: int,
         intensity: float | None,
-        job: Mapping[str, Any],
+        pod_ips: list[str] | None,
     ) -> tuple[Totals, float | None, str, dict[int, float]]:
         """Adds the time since the last tick, at the replicas that ran and the intensity seen."""
         totals = _totals(status)
@@ -397,7 +409,9 @@ class Reconciler:
         source = "estimate"
         rates: dict[int, float] = {}
         if replicas > 0:
-            ips = await self.ctx.kube.job_pod_ips(spec.namespace, job_name(spec.name))
+            ips = pod_ips
+            if ips is None:
+                ips = await self.ctx.kube.job_pod_ips(spec.namespace, job_name(spec.name))
             sample = await scrape(self.ctx.scraper, ips, self.ctx.scrape_port)
             if sample is not None:
                 source = "trainer"
