@@ -104,6 +104,8 @@ def build_settings(settings: kopf.OperatorSettings) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "gridwise-operator"  # the "From" column of kubectl describe
+    settings.posting.event_name_prefix = "gridwise-"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
