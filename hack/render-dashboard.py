@@ -37,6 +37,7 @@ GRAFANA_UNITS = {
     "joule": "J",
 }
 
+
 def substitute(expr: str, variables: dict[str, str] | None = None) -> str:
     """A panel's PromQL with the dashboard's template variables filled in."""
     for name, value in (variables or DEFAULT_VARS).items():

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 from gridwise import __version__
 from gridwise.clock import Clock, ReplayClock, SystemClock
+from gridwise.demo import add_parser as add_demo
+from gridwise.simulate.cli import add_parser as add_simulate
 
 EPILOG_OPERATOR = """\
 examples:
@@ -161,14 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gridwise {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_operator(sub)
-    try:
-        from gridwise.simulate.cli import add_parser as add_simulate
-    except ImportError:  # pragma: no cover - the simulator ships with the base install
-        pass
-    else:
-        add_simulate(sub)
-    from gridwise.demo import add_parser as add_demo
-
+    add_simulate(sub)
     add_demo(sub)
     return parser
 
