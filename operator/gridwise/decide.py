@@ -20,6 +20,7 @@ REASON_FORECAST = "Forecast"
 REASON_DEADLINE = "DeadlineGuard"
 REASON_STALE = "CarbonSignalStale"
 REASON_BASELINE = "RunNow"
+MIN_RESIZE_DWELL_MINUTES = 30.0
 REASONS = (REASON_INTENSITY, REASON_FORECAST, REASON_DEADLINE, REASON_STALE, REASON_BASELINE)
 KINDS = ("pause", "resume", "scale")
 
@@ -120,7 +121,12 @@ def decide(
         if spec.policy.type == "threshold":
             why = f"grid at {units}, above the {spec.policy.threshold_grams_per_kwh:.0f} threshold"
         return Decision(0, REASON_INTENSITY, why, result, next_time, next_replicas)
-    if _deadline_forces(result, spec, replicas):
+    forced = _deadline_forces(result, spec, replicas)
+    if not forced and _transient_resize(result, spec, current_replicas, replicas):
+        # A resize the plan undoes within minutes costs a checkpoint and a re-formed process group
+        # for almost no carbon: keep the current size; the next re-plan accounts for the difference.
+        replicas = current_replicas
+    if forced:
         return Decision(
             replicas,
             REASON_DEADLINE,
@@ -146,6 +152,19 @@ def decide(
         next_time,
         next_replicas,
     )
+
+
+def _transient_resize(result: Plan, spec: JobSpec, current: int, new: int) -> bool:
+    """True for a change between two running sizes that the plan keeps for less than the minimum dwell."""
+    if current <= 0 or new <= 0 or new == current:
+        return False
+    dwell = timedelta(minutes=max(MIN_RESIZE_DWELL_MINUTES, 3 * spec.policy.switching_cost_minutes))
+    kept = timedelta()
+    for slot in result.slots:
+        if slot.replicas != result.replicas_now:
+            break
+        kept += slot.end - slot.start
+    return kept < dwell
 
 
 def _deadline_forces(result: Plan, spec: JobSpec, replicas: int) -> bool:

@@ -92,3 +92,23 @@ def test_replicas_stay_within_min_and_max() -> None:
         d = decide(spec(min=2, max=3), reading(values), now=NOW, remaining_work_gpu_hours=20,
                    current_replicas=2, pauses_in_last_day=0)  # fmt: skip
         assert d.replicas == 0 or 2 <= d.replicas <= 3
+
+
+def test_a_resize_the_plan_undoes_at_once_is_skipped() -> None:
+    from gridwise.decide import _transient_resize
+    from gridwise.planner import Plan, PlanSlot
+
+    def plan_of(sizes: list[int], minutes: int = 10) -> Plan:
+        slots = tuple(
+            PlanSlot(
+                NOW + timedelta(minutes=minutes * i), NOW + timedelta(minutes=minutes * (i + 1)), n, 100.0
+            )
+            for i, n in enumerate(sizes)
+        )
+        return Plan(slots, True, "", 0.0, 0.0, None)
+
+    s = spec()
+    assert _transient_resize(plan_of([2, 1, 1, 1]), s, current=1, new=2), "10 minutes at 2 then back"
+    assert not _transient_resize(plan_of([2, 2, 2, 2, 1]), s, current=1, new=2), "40 minutes at 2 is kept"
+    assert not _transient_resize(plan_of([0, 1]), s, current=1, new=0), "pauses have their own hysteresis"
+    assert not _transient_resize(plan_of([1, 2]), s, current=0, new=1), "resumes too"
