@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
+import httpx
+
 from gridwise.carbon.reading import IntensityPoint, ProviderResult
 from gridwise.carbon.secrets import Secret
 
@@ -39,3 +41,17 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class LiveApiProvider:
+    """What every live HTTP API provider shares: no held history, and closing the client it owns."""
+
+    _http: httpx.AsyncClient
+    _owns_http: bool
+
+    def history(self, until: datetime, span: timedelta) -> tuple[IntensityPoint, ...]:
+        return ()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import httpx
 
 from gridwise.carbon.errors import ProviderError
 from gridwise.carbon.http import as_list, field, get_json, parse_time
+from gridwise.carbon.providers.base import LiveApiProvider
 from gridwise.carbon.reading import IntensityPoint, ProviderResult
 from gridwise.carbon.secrets import Secret
 from gridwise.carbon.validate import check_series, check_value
 from gridwise.clock import Clock
 
 
-class CarbonAwareSdkProvider:
+class CarbonAwareSdkProvider(LiveApiProvider):
     name = "carbon-aware-sdk"
     secrets: tuple[Secret, ...] = ()
 
@@ -66,13 +67,6 @@ class CarbonAwareSdkProvider:
             forecast=tuple(p for p in series if p.end > now),
             signal_type=self.signal_type,
         )
-
-    def history(self, until: datetime, span: timedelta) -> tuple[IntensityPoint, ...]:
-        return ()
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
 
     def __repr__(self) -> str:
         return f"CarbonAwareSdkProvider(zone={self.zone!r}, base_url={self._base!r})"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import httpx
 
 from gridwise.carbon.errors import ProviderError
 from gridwise.carbon.http import as_list, field, get_json, parse_time
+from gridwise.carbon.providers.base import LiveApiProvider
 from gridwise.carbon.reading import IntensityPoint, ProviderResult
 from gridwise.carbon.secrets import Secret
 from gridwise.carbon.validate import check_series, check_value
@@ -18,7 +19,7 @@ API_KEY_ENV = "ELECTRICITYMAPS_API_KEY"
 HOUR = timedelta(hours=1)
 
 
-class ElectricityMapsProvider:
+class ElectricityMapsProvider(LiveApiProvider):
     name = "electricitymaps"
     signal_type = "average"
 
@@ -83,13 +84,6 @@ class ElectricityMapsProvider:
             signal_type=self.signal_type,
             emission_factor=factor,
         )
-
-    def history(self, until: datetime, span: timedelta) -> tuple[IntensityPoint, ...]:
-        return ()
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
 
     def __repr__(self) -> str:
         return f"ElectricityMapsProvider(zone={self.zone!r}, base_url={self._base!r}, token=***)"

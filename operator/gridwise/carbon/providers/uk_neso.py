@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 import httpx
 
 from gridwise.carbon.errors import ProviderError
 from gridwise.carbon.http import as_list, field, get_json, parse_time
+from gridwise.carbon.providers.base import LiveApiProvider
 from gridwise.carbon.reading import IntensityPoint, ProviderResult
 from gridwise.carbon.secrets import Secret
 from gridwise.carbon.validate import check_series, check_value
@@ -16,7 +15,7 @@ from gridwise.clock import Clock
 DEFAULT_BASE_URL = "https://api.carbonintensity.org.uk"
 
 
-class UkNesoProvider:
+class UkNesoProvider(LiveApiProvider):
     name = "uk-neso"
     signal_type = "average"
     secrets: tuple[Secret, ...] = ()
@@ -59,13 +58,6 @@ class UkNesoProvider:
             signal_type=self.signal_type,
             emission_factor="direct",
         )
-
-    def history(self, until: datetime, span: timedelta) -> tuple[IntensityPoint, ...]:
-        return ()
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
 
     def __repr__(self) -> str:
         return f"UkNesoProvider(zone={self.zone!r}, base_url={self._base!r})"

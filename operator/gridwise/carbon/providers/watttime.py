@@ -8,6 +8,7 @@ import httpx
 
 from gridwise.carbon.errors import ProviderError
 from gridwise.carbon.http import as_list, field, get_json, parse_time
+from gridwise.carbon.providers.base import LiveApiProvider
 from gridwise.carbon.reading import IntensityPoint, ProviderResult
 from gridwise.carbon.secrets import Secret
 from gridwise.carbon.validate import LBS_PER_MWH_TO_G_PER_KWH, check_series, check_value
@@ -21,7 +22,7 @@ TOKEN_LIFETIME = timedelta(minutes=25)
 UNIT_FACTORS = {"lbs_co2_per_mwh": LBS_PER_MWH_TO_G_PER_KWH, "g_co2_per_kwh": 1.0}
 
 
-class WattTimeProvider:
+class WattTimeProvider(LiveApiProvider):
     name = "watttime"
     signal_type = "marginal"
 
@@ -110,13 +111,6 @@ class WattTimeProvider:
             signal_type=self.signal_type,
             emission_factor="direct",
         )
-
-    def history(self, until: datetime, span: timedelta) -> tuple[IntensityPoint, ...]:
-        return ()
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
 
     def __repr__(self) -> str:
         return f"WattTimeProvider(zone={self.zone!r}, base_url={self._base!r}, credentials=***)"
