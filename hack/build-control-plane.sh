@@ -16,7 +16,9 @@ key="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${
 dest="$cache_root/controlplane/$key"
 bin="$dest/bin"
 
-if [[ -f "$dest/.complete" ]]; then
+all_bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm kubelet kube-proxy coredns)
+have_all() { local b; for b in "${all_bins[@]}"; do [[ -x "$bin/$b" ]] || return 1; done; }
+if [[ -f "$dest/.complete" ]] && have_all; then
   echo "$bin"
   exit 0
 fi
@@ -51,7 +53,9 @@ staging=$(grep -oE 'k8s.io/[a-z0-9-]+ => \./staging/src/k8s.io/[a-z0-9-]+' "$kgo
 log "$(echo "$staging" | wc -l) staging modules pinned to $stagever"
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kmin -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$kmin"
 log "compiling Kubernetes: the first binary takes longest, the rest reuse its packages"
-for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+# kubelet and kube-proxy run the real node (devcluster --real-node); same module, same flags.
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
+  [[ -x "$bin/$cmd" ]] && continue
   log "building $cmd"
   (cd "$ksrc" && go build -trimpath -ldflags "$ldflags" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
 done
@@ -69,11 +73,11 @@ mkdir -p "$esrc"
   echo ")"
 } > "$esrc/go.mod"
 log "building etcd $ETCD_VERSION"
-(cd "$esrc" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
+[[ -x "$bin/etcd" ]] || (cd "$esrc" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
 
 # --- kwok and its stages --------------------------------------------------------
 log "building kwok $KWOK_VERSION"
-GOBIN="$bin" GOFLAGS= go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+[[ -x "$bin/kwok" ]] || GOBIN="$bin" GOFLAGS= go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 kwokdir="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION"
 cp "$kwokdir"/kustomize/stage/node/fast/*.yaml "$dest/stages/" 2>/dev/null || true
 cp "$kwokdir"/kustomize/stage/node/heartbeat-with-lease/*.yaml "$dest/stages/" 2>/dev/null || true
@@ -81,9 +85,13 @@ cp "$kwokdir"/kustomize/stage/node/heartbeat-with-lease/*.yaml "$dest/stages/" 2
 # --- helm ---------------------------------------------------------------------
 log "building helm $HELM_VERSION"
 hmin="${HELM_VERSION#v3.}"; hmin="${hmin%%.*}"
-GOBIN="$bin" GOFLAGS= go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$kmin -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kmin" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+[[ -x "$bin/helm" ]] || GOBIN="$bin" GOFLAGS= go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$kmin -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kmin" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm; do
+# --- CoreDNS: Service names resolve on the real node (torchrun rendezvous via a headless Service)
+log "building coredns $COREDNS_VERSION"
+[[ -x "$bin/coredns" ]] || GOBIN="$bin" GOFLAGS= go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+
+for b in "${all_bins[@]}"; do
   [[ -x "$bin/$b" ]] || { echo "missing $bin/$b after build" >&2; exit 1; }
 done
 echo "built in $(( $(date +%s) - started ))s on $(nproc) cores" > "$dest/.complete"
