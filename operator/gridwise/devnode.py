@@ -332,6 +332,80 @@ def kubernetes_module_dir() -> Path:
     return cand
 
 
+LOCAL_STORAGE_CLASS = "gridwise-local"
+
+
+def build_local_volume(
+    namespace: str, claim: str, host_dir: Path, *, size: str = "1Gi"
+) -> list[dict[str, Any]]:
+    """A no-provisioner StorageClass, a local PV on the real node pre-bound to `namespace/claim`,
+    and the claim: checkpoints that survive the pod, as on a cluster with local disks."""
+    pv = f"{namespace}-{claim}"
+    return [
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": LOCAL_STORAGE_CLASS},
+            "provisioner": "kubernetes.io/no-provisioner",
+            "volumeBindingMode": "WaitForFirstConsumer",
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": LOCAL_STORAGE_CLASS,
+                "local": {"path": str(host_dir)},
+                "claimRef": {"namespace": namespace, "name": claim},
+                "nodeAffinity": {
+                    "required": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": NODE_LABEL, "operator": "In", "values": ["real"]}]}
+                        ]
+                    }
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": LOCAL_STORAGE_CLASS,
+                "volumeName": pv,
+                "resources": {"requests": {"storage": size}},
+            },
+        },
+    ]
+
+
+def built_image_ref(kind: str, repo: Path | None = None) -> str:
+    """The ref of the `kind` image ("trainer", "operator") from `$GRIDWISE_<KIND>_IMAGE`, else from
+    `hack/build-images.sh`, which builds (or reuses, by content hash) the images and prints their refs.
+    """
+    ref = os.environ.get(f"GRIDWISE_{kind.upper()}_IMAGE", "").strip()
+    if ref:
+        return ref
+    root = repo or Path(__file__).resolve().parents[2]
+    script = root / "hack" / "build-images.sh"
+    if not script.is_file():
+        raise NodeError(
+            f"the {kind} image is needed: build it with `hack/build-images.sh` or set "
+            f"GRIDWISE_{kind.upper()}_IMAGE to a podman image ref"
+        )
+    proc = subprocess.run([str(script)], capture_output=True, text=True, check=False, cwd=root)
+    if proc.returncode != 0:
+        raise NodeError(f"hack/build-images.sh failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    refs = [w for w in proc.stdout.split() if kind in w.rsplit("/", 1)[-1] and ":" in w]
+    if not refs:
+        raise NodeError(f"hack/build-images.sh printed no {kind} image ref:\n{proc.stdout}")
+    return refs[-1]
+
+
 # -- the node --------------------------------------------------------------------------------------
 @dataclass
 class NodeConfig:
@@ -376,7 +450,7 @@ class RealNode:
         self.lock_path = self.root.parent / "node.lock"
         self._lock: IO[str] | None = None
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.logdir = self.run / "logs"
+        self.logdir = self.root / "logs"  # the last run's logs, kept after stop for post-mortems
 
     # -- public ------------------------------------------------------------------------------
     @property
@@ -389,6 +463,7 @@ class RealNode:
         try:
             self.cleanup_host()
             self.run.mkdir(parents=True)
+            shutil.rmtree(self.logdir, ignore_errors=True)
             self.logdir.mkdir()
             self._record_host_state()
             self._set_sysctls()

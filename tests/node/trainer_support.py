@@ -5,9 +5,7 @@ CarbonAwareJobs that run the image on CPU, checkpoint inspection and an uninterr
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,12 +14,10 @@ import pytest
 import yaml
 
 from gridwise.devcluster import Cluster
-from gridwise.devnode import NODE_LABEL, RealNode
+from gridwise.devnode import NODE_LABEL, NodeError, RealNode, build_local_volume, built_image_ref
 from tests.cluster.harness import get_json
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD_IMAGES = REPO / "hack" / "build-images.sh"
-STORAGE_CLASS = "gridwise-local"
 TRAINER_UID = 10001  # the trainer image's user (trainer-image/Dockerfile)
 CKPT = re.compile(r"^ckpt-(\d{10})\.pt$")
 # CPU-sized training: slow enough on this machine (a few steps/s) that a pause lands mid-run.
@@ -36,82 +32,18 @@ TRAINER_ENV = {
 
 def resolve_trainer_image(node: RealNode) -> str:
     """The trainer image built by hack/build-images.sh (or $GRIDWISE_TRAINER_IMAGE), in the node."""
-    ref = os.environ.get("GRIDWISE_TRAINER_IMAGE", "").strip()
-    if not ref:
-        if not BUILD_IMAGES.is_file():
-            pytest.fail(
-                "the trainer image is needed: build it with `hack/build-images.sh` (issue 10 item 1) "
-                "or set GRIDWISE_TRAINER_IMAGE to a podman image ref",
-                pytrace=False,
-            )
-        proc = subprocess.run([str(BUILD_IMAGES)], capture_output=True, text=True, check=False, cwd=REPO)
-        if proc.returncode != 0:
-            pytest.fail(f"hack/build-images.sh failed:\n{proc.stderr[-3000:]}", pytrace=False)
-        refs = [w for w in proc.stdout.split() if "trainer" in w and ":" in w]
-        if not refs:
-            pytest.fail(f"hack/build-images.sh printed no trainer image ref:\n{proc.stdout}", pytrace=False)
-        ref = refs[-1]
-    return node.load_image(ref)
-
-
-def storage_class(cluster: Cluster) -> None:
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=yaml.safe_dump(
-            {
-                "apiVersion": "storage.k8s.io/v1",
-                "kind": "StorageClass",
-                "metadata": {"name": STORAGE_CLASS},
-                "provisioner": "kubernetes.io/no-provisioner",
-                "volumeBindingMode": "WaitForFirstConsumer",
-            }
-        ),
-    )
+    try:
+        return node.load_image(built_image_ref("trainer", REPO))
+    except NodeError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def local_volume(cluster: Cluster, node: RealNode, ns: str, claim: str, host_dir: Path) -> None:
     """A local PV on the real node pre-bound to `ns/claim`; the directory stays root-owned 0755,
     so only the pod's fsGroup makes it writable for the non-root trainer (as on a real cluster)."""
-    storage_class(cluster)
     host_dir.mkdir(parents=True, exist_ok=True)
     host_dir.chmod(0o755)
-    pv = f"{ns}-{claim}"
-    docs = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": STORAGE_CLASS,
-                "local": {"path": str(host_dir)},
-                "claimRef": {"namespace": ns, "name": claim},
-                "nodeAffinity": {
-                    "required": {
-                        "nodeSelectorTerms": [
-                            {"matchExpressions": [{"key": NODE_LABEL, "operator": "In", "values": ["real"]}]}
-                        ]
-                    }
-                },
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim, "namespace": ns},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": STORAGE_CLASS,
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(build_local_volume(ns, claim, host_dir)))
 
 
 def trainer_caj(
