@@ -397,7 +397,7 @@ def built_image_ref(kind: str, repo: Path | None = None) -> str:
             f"the {kind} image is needed: build it with `hack/build-images.sh` or set "
             f"GRIDWISE_{kind.upper()}_IMAGE to a podman image ref"
         )
-    proc = subprocess.run([str(script)], capture_output=True, text=True, check=False, cwd=root)
+    proc = subprocess.run([str(script), kind], capture_output=True, text=True, check=False, cwd=root)
     if proc.returncode != 0:
         raise NodeError(f"hack/build-images.sh failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     refs = [w for w in proc.stdout.split() if kind in w.rsplit("/", 1)[-1] and ":" in w]
@@ -468,6 +468,7 @@ class RealNode:
             self._record_host_state()
             self._set_sysctls()
             self._start_containerd()
+            self._remove_all_containers()  # a crashed run's containers are still in the metadata
             self.ensure_base_images()
             self._write_cni()
             self._start_kubelet(timeout)
@@ -488,8 +489,11 @@ class RealNode:
         try:
             if self._running("kubelet"):
                 self._drain_pods()
-            for name in ("kube-proxy", "kubelet", "containerd"):
+            for name in ("kube-proxy", "kubelet"):
                 self._stop_proc(name)
+            if self._running("containerd"):
+                self._remove_all_containers()
+            self._stop_proc("containerd")
             self.cleanup_host()
         finally:
             self._release_lock()
@@ -990,6 +994,14 @@ state = "{self.run / "containerd-state"}"
             if not self.ctr("tasks", "ls", "-q", check=False).strip():
                 break
             time.sleep(0.5)
+
+    def _remove_all_containers(self) -> None:
+        """Containers and sandboxes go with the run; images (and their unpacked layers) stay."""
+        ids = self.ctr("containers", "ls", "-q", check=False).split()
+        for cid in ids:
+            self.ctr("tasks", "kill", "-s", "SIGKILL", cid, check=False)
+            self.ctr("tasks", "delete", "-f", cid, check=False)
+            self.ctr("containers", "delete", cid, check=False)
 
     def _record_host_state(self) -> None:
         state = {
