@@ -80,6 +80,11 @@ SYSCTLS = (
     "net.bridge.bridge-nf-call-ip6tables",
     "net.ipv4.conf.all.route_localnet",
 )
+SHARED_SYSCTLS = (
+    "net.ipv4.ip_forward",
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+)
 # Host paths the kubelet or containerd hard-code. Removed on stop if they did not exist before;
 # shared ones (CNI cache, netns dir) are only cleaned of our own entries.
 KUBELET_HOST_DIRS = (Path("/var/lib/kubelet"), Path("/var/log/pods"), Path("/var/log/containers"))
@@ -1028,8 +1033,15 @@ state = "{self.run / "containerd-state"}"
         if state_file.exists():
             state = json.loads(state_file.read_text())
             for key, value in state.get("sysctls", {}).items():
-                if value is not None and _read_sysctl(key) != value:
-                    _write_sysctl(key, value)
+                current = _read_sysctl(key)
+                if value is None or current == value:
+                    continue
+                if key in SHARED_SYSCTLS and _other_container_networks():
+                    # podman (netavark) may have turned forwarding on meanwhile and still needs it.
+                    log.info("leaving %s=%s: another container network on this host uses it", key, current)
+                    continue
+                log.info("restoring %s=%s (was %s)", key, value, current)
+                _write_sysctl(key, value)
             absent = {Path(p) for p in state.get("absent_dirs", [])}
             for d in KUBELET_HOST_DIRS:
                 if d in absent:
@@ -1190,6 +1202,14 @@ def _run_rule(tool: str, table: str, rule: str) -> None:
     subprocess.run([tool, "-t", table, *shlex.split(rule)], capture_output=True, check=False)
 
 
+def _other_container_networks() -> bool:
+    """podman's netavark or CNI networks: they rely on forwarding too."""
+    links = _run(["ip", "-o", "link", "show"])
+    if any(n in links for n in ("podman", "cni-podman", "netavark")):
+        return True
+    return "NETAVARK" in _run(["iptables", "-S"]) + _run(["iptables", "-t", "nat", "-S"])
+
+
 def _clean_shared_dirs(absent: set[Path]) -> None:
     cni = Path("/var/lib/cni")
     if cni.is_dir():
@@ -1197,6 +1217,11 @@ def _clean_shared_dirs(absent: set[Path]) -> None:
             if f.is_file() and CNI_NETWORK in f.name:
                 f.unlink()
         shutil.rmtree(cni / "networks" / CNI_NETWORK, ignore_errors=True)
+    netns = Path("/var/run/netns")
+    if netns in absent and netns.is_dir() and not any(netns.iterdir()):
+        # `ip netns`/containerd made it a shared bind mount of itself; undo that before removing it.
+        for point in {str(netns), str(netns.resolve())}:
+            subprocess.run(["umount", point], capture_output=True, check=False)
     for d in SHARED_HOST_DIRS:
         if d in absent and d.is_dir():
             # Only if nothing else (podman, another runtime) put entries there meanwhile.
