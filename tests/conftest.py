@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gridwise.devcluster import Cluster, ControlPlaneError, GPUNodePool, LocalControlPlane
-from gridwise.devnode import NodeError, check_host
+from gridwise.devnode import NodeError, check_host, host_leftovers
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -84,6 +84,9 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCont
         yield cp
     finally:
         cp.stop()
+    # Teardown must leave the host as it found it (iptables, bridge, cgroups, netns, mounts, shims).
+    left = host_leftovers()
+    assert not left, f"the real node left these on the host: {left}"
 
 
 @pytest.fixture

@@ -1202,6 +1202,31 @@ def _run_rule(tool: str, table: str, rule: str) -> None:
     subprocess.run([tool, "-t", table, *shlex.split(rule)], capture_output=True, check=False)
 
 
+def host_leftovers(pod_cidr: str = POD_CIDR) -> list[str]:
+    """What a stopped node would have left behind on the host (empty after a clean teardown)."""
+    found = []
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            rules = _run([tool, "-t", table, "-S"])
+            found += [
+                f"{tool} -t {table}: {r}" for r in rules.splitlines() if "KUBE-" in r or CNI_NETWORK in r
+            ]
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        found.append(f"bridge {BRIDGE}")
+    found += [f"cgroup {root / 'kubepods'}" for root in _cgroup_roots() if (root / "kubepods").exists()]
+    found += [f"netns {n}" for n in _our_netns(pod_cidr)]
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4]
+        if "/gridwise/node/" in point or point.startswith("/var/lib/kubelet"):
+            found.append(f"mount {point}")
+    found += [
+        f"process {pid}"
+        for pid in _pids()
+        if "containerd-shim" in _cmdline(pid) and "gridwise" in _cmdline(pid)
+    ]
+    return found
+
+
 def _other_container_networks() -> bool:
     """podman's netavark or CNI networks: they rely on forwarding too."""
     links = _run(["ip", "-o", "link", "show"])

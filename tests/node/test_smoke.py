@@ -6,6 +6,8 @@ that only pretends (kwok) or a network that is half set up.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from gridwise.devcluster import Cluster
@@ -116,3 +118,23 @@ def test_dns_and_pod_to_pod_http(cluster: Cluster, namespace: str, probe_image: 
     logs = cluster.kubectl("-n", namespace, "logs", "client").stdout.splitlines()
     assert logs.count("hello from web-0") == 3, logs
     assert svc_ip in logs and logs.count(pod_ip) == 1, (logs, svc_ip, pod_ip)
+
+
+def test_a_second_real_node_waits_for_the_machine_lock(
+    node: RealNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only one real node per machine: another start waits on the flock, says why, then gives up."""
+    from gridwise.devnode import NodeConfig, NodeError
+
+    other = RealNode(
+        server=node.server,
+        ca=node.ca,
+        admin_kubeconfig=node.admin_kubeconfig,
+        bin_dir=node.bin_dir,
+        address=node.address,
+        config=NodeConfig(lock_timeout=1.5),
+        root=node.root,
+    )
+    with caplog.at_level("WARNING", logger="gridwise.devnode"), pytest.raises(NodeError, match=r"node\.lock"):
+        other._acquire_lock()
+    assert "another real node holds" in caplog.text and f"pid {os.getpid()}" in caplog.text
