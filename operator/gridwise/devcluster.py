@@ -244,6 +244,28 @@ class LocalControlPlane(Cluster):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    # -- faults (tests/faults) --------------------------------------------------------
+    def stop_apiserver(self) -> None:
+        """Stops kube-apiserver (SIGTERM, then SIGKILL): every client sees refused connections."""
+        for i, (name, proc) in enumerate(self._procs):
+            if name == "kube-apiserver":
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                del self._procs[i]
+                return
+        raise ControlPlaneError("kube-apiserver is not running")
+
+    def start_apiserver(self, timeout: float = 60.0) -> None:
+        """Starts it again on the same port, certificates and etcd: clients reconnect as they are."""
+        if any(name == "kube-apiserver" for name, _ in self._procs):
+            raise ControlPlaneError("kube-apiserver is already running")
+        self._start_apiserver()
+        self._wait_ready(timeout)
+
     # -- internals -----------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
