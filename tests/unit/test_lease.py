@@ -327,3 +327,22 @@ def test_record_round_trips_through_the_lease_spec() -> None:
     rec = LeaseRecord("a", 15, "2030-01-01T00:00:00.000000Z", "2030-01-01T00:00:02.000000Z", 2)
     assert LeaseRecord.from_spec(rec.to_spec(), 99) == rec
     assert LeaseRecord.from_spec({}, 15) == LeaseRecord(None, 15)
+
+
+async def test_a_replica_reports_standby_only_after_an_attempt_it_did_not_win() -> None:
+    clock = FakeClock()
+    api = FakeLeaseAPI(clock, record=LeaseRecord("a", 15, "x", "x"))
+    b = elector(api, "b")
+    calls: list[float] = []
+    b.on_standby = lambda: calls.append(clock.now)
+    stop = asyncio.Event()
+    task = asyncio.create_task(b.acquire(stop))
+    while not calls:  # noqa: ASYNC110 - the fake clock advances as the task sleeps
+        await asyncio.sleep(0)
+    assert calls == [1000.0]  # right after the first attempt, before any waiting
+    stop.set()
+    await task
+    winner = elector(FakeLeaseAPI(clock), "c")
+    winner.on_standby = lambda: calls.append(-1)
+    assert await winner.acquire(asyncio.Event())
+    assert -1 not in calls

@@ -132,6 +132,7 @@ class LeaderElector:
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     sleep: Callable[[asyncio.Event, float], Awaitable[None]] = _sleep_unless
+    on_standby: Callable[[], None] | None = None  # after each campaign attempt that did not win
     observed: LeaseRecord | None = None
     observed_at: float = 0.0  # local monotonic time the record last changed (or was first seen)
     _denied_since: float | None = None
@@ -210,6 +211,8 @@ class LeaderElector:
             if await self._attempt(self.timing.attempt_timeout_s):
                 log.info("leader election: %s now leads (Lease held)", self.identity)
                 return True
+            if self.on_standby is not None:
+                self.on_standby()
             await self.sleep(stop, self.timing.retry_period_s)
         return False
 

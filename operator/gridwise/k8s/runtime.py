@@ -272,7 +272,6 @@ async def _campaign(
     health = shared.health
     try:
         while not stop.is_set():
-            health.role = "standby"
             if not await elector.acquire(stop):
                 break
             health.role = "leader"
@@ -280,6 +279,7 @@ async def _campaign(
             log.info("leading: %s acts on CarbonAwareJobs", elector.identity)
             reason = await _act(shared, stop, elector)
             leading.set(False)
+            health.role = "standby"
             if reason == "stopped":
                 break
             log.warning(
@@ -328,6 +328,11 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
                 round(config.lease_timing.lease_duration_s),
             )
             elector = LeaderElector(lease_api, config.identity, timing=config.lease_timing)
+
+            def standby() -> None:  # Ready once the first campaign attempt has run (and not won)
+                health.role = "standby"
+
+            elector.on_standby = standby
             log.info(
                 "standby: %s campaigns for Lease %s/%s",
                 config.identity,
