@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -22,6 +21,11 @@ examples:
   # replay June 2022 at one hour per second against a test cluster:
   gridwise operator run --clock replay --clock-start 2022-06-01T00:00:00Z --clock-speed 3600 \\
       --tick-seconds 1 --no-leader-election
+
+leader election: replicas campaign for a coordination.k8s.io Lease; one leads and acts, the others
+stand by (all report Ready on /readyz; gridwise_operator_leader on /metrics says which one leads).
+A leader that cannot renew for --renew-deadline-seconds (API server unreachable) stops acting and
+campaigns again; the process keeps running. It exits 1 only if the Lease is forbidden (RBAC).
 """
 
 
@@ -112,15 +116,43 @@ def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument("--lease-name", default="gridwise-operator", help="name of the leader-election Lease")
     run.add_argument("--identity", help="this replica's name in the Lease (default: hostname-pid)")
     run.add_argument(
+        "--lease-duration-seconds",
+        type=_positive,
+        default=15.0,
+        help="a standby takes over after the Lease went unrenewed this long, by its own clock (default 15)",
+    )
+    run.add_argument(
+        "--renew-deadline-seconds",
+        type=_positive,
+        default=10.0,
+        help="the leader stops acting when it could not renew for this long (default 10)",
+    )
+    run.add_argument(
+        "--retry-period-seconds",
+        type=_positive,
+        default=2.0,
+        help="time between renewals and between a standby's attempts (default 2)",
+    )
+    run.add_argument(
         "--trainer-metrics-port", type=int, default=9400, help="port of the trainers' /metrics (default 9400)"
     )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
 def _run_operator(args: argparse.Namespace) -> int:
+    from gridwise.k8s.lease import CannotLead, LeaseTiming
     from gridwise.k8s.runtime import OperatorConfig, run_operator
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        timing = LeaseTiming(
+            lease_duration_s=args.lease_duration_seconds,
+            renew_deadline_s=args.renew_deadline_seconds,
+            retry_period_s=args.retry_period_seconds,
+            attempt_timeout_s=min(5.0, args.renew_deadline_seconds / 2),
+        )
+    except ValueError as exc:
+        raise SystemExit(f"gridwise: {exc}") from None
     config = OperatorConfig(
         kubeconfig=args.kubeconfig,
         namespaces=args.namespace,
@@ -132,6 +164,8 @@ def _run_operator(args: argparse.Namespace) -> int:
         lease_namespace=args.lease_namespace,
         lease_name=args.lease_name,
         trainer_metrics_port=args.trainer_metrics_port,
+        lease_timing=timing,
+        handle_signals=True,
     )
     if args.identity:
         config.identity = args.identity
@@ -143,14 +177,11 @@ def _run_operator(args: argparse.Namespace) -> int:
     if args.signal_min_interval_seconds is not None:
         config.signal_min_interval_s = args.signal_min_interval_seconds
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_operator(config, stop)
-
-    asyncio.run(main())
+    try:
+        asyncio.run(run_operator(config))
+    except CannotLead as exc:
+        print(f"gridwise: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

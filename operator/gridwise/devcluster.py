@@ -273,6 +273,39 @@ class LocalControlPlane(Cluster):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    # -- faults (tests/faults) --------------------------------------------------------
+    def _end(self, name: str) -> None:
+        for i, (n, proc) in enumerate(self._procs):
+            if n == name:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                del self._procs[i]
+                return
+        raise ControlPlaneError(f"{name} is not running")
+
+    def stop_apiserver(self) -> None:
+        """Stops kube-apiserver (SIGTERM, then SIGKILL): every client sees refused connections."""
+        self._end("kube-apiserver")
+
+    def start_apiserver(self, timeout: float = 60.0) -> None:
+        """Starts it again on the same port, certificates and etcd: clients reconnect as they are.
+
+        The controllers and kwok are restarted too: their informers back off for up to ~90 s after
+        an outage (measured here), which would leave later tests without a working Job controller.
+        """
+        if any(name == "kube-apiserver" for name, _ in self._procs):
+            raise ControlPlaneError("kube-apiserver is already running")
+        self._start_apiserver()
+        self._wait_ready(timeout)
+        for name in ("kwok", "kube-scheduler", "kube-controller-manager"):
+            self._end(name)
+        self._start_controllers()
+        self._start_kwok()
+
     # -- internals -----------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process

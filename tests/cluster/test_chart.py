@@ -61,7 +61,8 @@ def test_chart_dashboards_are_byte_identical_copies() -> None:
 
 
 def test_helm_lint_is_clean() -> None:
-    for values in ({}, ALL_ON, {"watchNamespaces": ["ml"], "leaderElection": {"enabled": False}}):
+    single = {"watchNamespaces": ["ml"], "leaderElection": {"enabled": False}, "replicaCount": 1}
+    for values in ({}, ALL_ON, single):
         proc = subprocess.run(
             [helm_binary(), "lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, "--values", "-"],
             input=yaml.safe_dump(values),
@@ -155,6 +156,11 @@ def test_watch_namespaces_binds_per_namespace() -> None:
         ({"rbac": {"readProviderSecrets": "yes"}}, "readProviderSecrets"),
         ({"operator": {"logLevel": "LOUD"}}, "logLevel"),
         ({"replicas": 2}, "replicas"),
+        # Without leader election every replica would act on the same Jobs.
+        ({"leaderElection": {"enabled": False}}, "replicaCount"),
+        ({"leaderElection": {"enabled": False}, "replicaCount": 3}, "replicaCount"),
+        ({"podAntiAffinity": "sometimes"}, "podAntiAffinity"),
+        ({"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailble": 0}}}, "maxUnavailble"),
     ],
 )
 def test_schema_rejects_bad_values_readably(values: dict[str, Any], needle: str) -> None:
@@ -168,6 +174,64 @@ def test_schema_rejects_bad_values_readably(values: dict[str, Any], needle: str)
     assert proc.returncode != 0
     assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
     assert needle in proc.stderr, proc.stderr
+
+
+def test_upgrades_roll_without_losing_a_ready_replica() -> None:
+    """Standbys are Ready, so a surge pod becomes Ready before an old one goes: no Recreate gap."""
+    docs = helm_template(CHART, "gw", "gridwise-system")
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    for flag in ("--lease-duration-seconds=15", "--renew-deadline-seconds=10", "--retry-period-seconds=2"):
+        assert flag in args, args
+    # The operator's own parser accepts exactly what the chart renders.
+    from gridwise.cli import build_parser
+
+    parsed = build_parser().parse_args(["operator", "run", *[a.replace("$(POD_NAME)", "p") for a in args]])
+    assert parsed.lease_duration_seconds == 15 and parsed.renew_deadline_seconds == 10
+
+
+def test_pdb_and_anti_affinity_spread_the_replicas() -> None:
+    docs = helm_template(CHART, "gw", "gridwise-system")
+    dep = one(docs, "Deployment")
+    selector = dep["spec"]["selector"]["matchLabels"]
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["metadata"]["namespace"] == "gridwise-system"
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    anti = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti  # one node still schedules both
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    # The selector matches the pods the Deployment makes, or the PDB and the spreading do nothing.
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+
+
+def test_single_replica_gets_no_pdb_and_anti_affinity_can_be_changed() -> None:
+    single = helm_template(CHART, "gw", "ns", {"replicaCount": 1, "leaderElection": {"enabled": False}})
+    assert not by_kind(single, "PodDisruptionBudget"), "a PDB on one replica would block every node drain"
+    assert (
+        "--no-leader-election"
+        in one(single, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    required = one(helm_template(CHART, "gw", "ns", {"podAntiAffinity": "required"}), "Deployment")
+    anti = required["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert (
+        anti["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == "kubernetes.io/hostname"
+    )
+    none = one(helm_template(CHART, "gw", "ns", {"podAntiAffinity": "none"}), "Deployment")
+    assert "affinity" not in none["spec"]["template"]["spec"]
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}]}}}  # fmt: skip
+    custom = one(helm_template(CHART, "gw", "ns", {"affinity": own}), "Deployment")
+    assert custom["spec"]["template"]["spec"]["affinity"] == own
+    off = helm_template(CHART, "gw", "ns", {"podDisruptionBudget": {"enabled": False}})
+    assert not by_kind(off, "PodDisruptionBudget")
 
 
 def test_prometheus_rule_has_the_alerts() -> None:
@@ -220,6 +284,9 @@ def test_helm_install_is_accepted_by_the_api_server(cluster: Cluster, namespace:
         assert json.loads(status.stdout)["info"]["status"] == "deployed"
         dep = get_json(cluster, namespace, "deployment", release)
         assert dep["spec"]["replicas"] == 2
+        pdb = get_json(cluster, namespace, "pdb", release)
+        assert pdb["spec"]["maxUnavailable"] == 1
+        assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
         for kind in ("serviceaccount", "service", "configmap", "role", "rolebinding"):
             cluster.kubectl(
                 "-n", namespace, "get", kind, "-l", f"app.kubernetes.io/instance={release}", "-o", "name"

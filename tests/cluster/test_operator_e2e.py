@@ -400,7 +400,9 @@ def test_two_operator_replicas_never_act_twice(
     ).start(wait_ready=False)
     try:
         wait_for("b to be a healthy standby", lambda: b.get("/healthz")[0] == 200)
-        assert b.get("/readyz")[0] == 503, "a standby is not ready: it does no work"
+        # A standby is Ready (it can serve); leadership is the gridwise_operator_leader metric.
+        wait_for("b to be a ready standby", lambda: b.get("/readyz") == (200, "ready (standby)"))
+        assert "gridwise_operator_leader 0.0" in b.metrics()
         lease = get_json(cluster, namespace, "lease", "gridwise-operator")
         assert lease["spec"]["holderIdentity"] == "replica-a"
         trace = trace_from(tmp_path, [100.0] * 48)

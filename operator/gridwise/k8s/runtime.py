@@ -2,32 +2,40 @@
 
 `run_operator` is what `gridwise operator run`, the demo and the end-to-end tests call;
 they differ only in the `OperatorConfig` (clock, tick interval, kubeconfig).
+
+Lifecycle with leader election (the default): the process starts as a Ready standby and
+campaigns for the Lease. While it leads, kopf runs (standalone) and the Lease is renewed. When a
+renewal has not succeeded for the renew deadline (API server unreachable, partition) or another
+replica holds the Lease, it steps down: kopf is stopped (cancelled if it does not stop in time,
+always before the Lease can expire for the others), and the process campaigns again as a
+standby. It exits only on SIGTERM/SIGINT (releasing the Lease), when kopf itself crashes, or when
+the Lease is denied (401/403) for longer than a lease duration (broken RBAC).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import logging
 import os
+import signal
 import socket
-import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import kopf
-import yaml
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from gridwise.api import GROUP
 from gridwise.clock import Clock, SystemClock
 from gridwise.k8s.builders import METRICS_PORT
+from gridwise.k8s.credentials import Credentials
 from gridwise.k8s.handlers import register
 from gridwise.k8s.kube import Kube
-from gridwise.k8s.lease import LeaderElector, LeaseLost
+from gridwise.k8s.lease import CannotLead, KubeLeaseAPI, LeaderElector, LeaseTiming
 from gridwise.k8s.reconciler import OperatorContext, Reconciler
 from gridwise.metrics import OperatorMetrics
 from gridwise.progress import scrape_client
@@ -53,47 +61,9 @@ class OperatorConfig:
     trainer_metrics_port: int = METRICS_PORT
     signal_ttl_s: float = 300.0
     signal_min_interval_s: float = 60.0
-
-
-def connection_info(kubeconfig: str | None) -> kopf.ConnectionInfo:
-    """kopf's credentials from the same kubeconfig (or service account) the API client uses."""
-    token = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-    if kubeconfig is None and token.exists():
-        sa = token.parent
-        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
-        return kopf.ConnectionInfo(
-            server=f"https://{host}:{port}",
-            ca_path=str(sa / "ca.crt"),
-            token=token.read_text().strip(),
-            default_namespace=(sa / "namespace").read_text().strip(),
-        )
-    path = Path(kubeconfig or os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
-    doc = yaml.safe_load(path.read_text())
-    ctx_name = doc.get("current-context")
-    ctx = next(c["context"] for c in doc["contexts"] if c["name"] == ctx_name)
-    cluster = next(c["cluster"] for c in doc["clusters"] if c["name"] == ctx["cluster"])
-    user: dict[str, Any] = next((u["user"] for u in doc.get("users", []) if u["name"] == ctx.get("user")), {})
-
-    def _file(key_path: str, key_data: str) -> str | None:
-        if user.get(key_path) or cluster.get(key_path):
-            return str(user.get(key_path) or cluster.get(key_path))
-        data = user.get(key_data) or cluster.get(key_data)
-        if not data:
-            return None
-        fd, name = tempfile.mkstemp(prefix="gridwise-kube-")
-        os.write(fd, base64.b64decode(data))
-        os.close(fd)
-        return name
-
-    return kopf.ConnectionInfo(
-        server=cluster["server"],
-        ca_path=_file("certificate-authority", "certificate-authority-data"),
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        token=user.get("token"),
-        certificate_path=_file("client-certificate", "client-certificate-data"),
-        private_key_path=_file("client-key", "client-key-data"),
-        default_namespace=ctx.get("namespace"),
-    )
+    lease_timing: LeaseTiming = field(default_factory=LeaseTiming)
+    # SIGTERM/SIGINT stop the operator (and release the Lease). Only for a process's main loop.
+    handle_signals: bool = False
 
 
 def build_settings(settings: kopf.OperatorSettings) -> None:
@@ -112,14 +82,45 @@ def build_settings(settings: kopf.OperatorSettings) -> None:
     settings.batching.worker_limit = 256
 
 
+class LeadershipMetrics:
+    """`gridwise_operator_leader` (1 while this replica acts) and how often that changed."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.leader = Gauge(
+            "gridwise_operator_leader",
+            "1 while this operator replica holds the Lease and acts on jobs, else 0 (standby).",
+            registry=registry,
+        )
+        self.transitions = Counter(
+            "gridwise_operator_leader_transitions",
+            "Times this replica started or stopped leading.",
+            registry=registry,
+        )
+
+        self._leading = False
+        self.leader.set(0)
+
+    def set(self, leading: bool) -> None:
+        if self._leading != leading:
+            self.transitions.inc()
+        self._leading = leading
+        self.leader.set(1 if leading else 0)
+
+
 class HealthServer:
-    """/healthz (alive), /readyz (leading and watching), /metrics (Prometheus)."""
+    """/healthz (the process is alive), /readyz (it can serve: a standby, or a leader whose kopf
+    is up), /metrics (Prometheus). Leadership is the `gridwise_operator_leader` metric, not readiness:
+    otherwise standbys would hold `helm --wait` and `kubectl rollout status` back for ever."""
 
     def __init__(self, metrics: OperatorMetrics, host: str, port: int) -> None:
         self.metrics, self.host, self.port = metrics, host, port
-        self.ready = False
-        self.leading = False
+        self.role = "starting"  # starting | standby | leader | stopping
+        self.kopf_ready = False
         self._runner: web.AppRunner | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.role == "standby" or (self.role == "leader" and self.kopf_ready)
 
     async def start(self) -> None:
         app = web.Application()
@@ -128,7 +129,11 @@ class HealthServer:
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:  # an ephemeral port (tests, the demo): report the one we got
+            server: Any = site._server
+            self.port = int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -138,104 +143,214 @@ class HealthServer:
         return web.Response(text="ok")
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        # A standby replica is healthy but not ready: it does no work until it leads.
         if self.ready:
-            return web.Response(text="ready")
-        return web.Response(status=503, text="standby" if not self.leading else "starting")
+            return web.Response(text=f"ready ({self.role})")
+        detail = "leader, starting kopf" if self.role == "leader" else self.role
+        return web.Response(status=503, text=f"not ready ({detail})")
 
     async def _metrics(self, _: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def _handle_signals(stop: asyncio.Event) -> None:
+    """(Re)installs SIGTERM/SIGINT -> stop; kopf replaces them with its own while it runs."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+@dataclass
+class _Shared:
+    """What outlives one leadership term: clients, caches and metrics."""
+
+    config: OperatorConfig
+    creds: Credentials
+    kube: Kube
+    signals: SignalHub
+    metrics: OperatorMetrics
+    scraper: Any
+    health: HealthServer
+
+
+async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asyncio.Event) -> None:
+    """One kopf run with a fresh registry (a new term starts from the API server's state)."""
+    config = shared.config
+    ctx = OperatorContext(
+        clock=config.clock,
+        kube=shared.kube,
+        signals=shared.signals,
+        metrics=shared.metrics,
+        scraper=shared.scraper,
+        scrape_port=config.trainer_metrics_port,
+    )
+    registry = kopf.OperatorRegistry()
+    register(registry, Reconciler(ctx), tick_seconds=config.tick_seconds)
+
+    @kopf.on.startup(registry=registry)
+    def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        build_settings(settings)
+
+    @kopf.on.login(registry=registry)
+    async def _login(**_: Any) -> kopf.ConnectionInfo:
+        return await shared.creds.connection_info()
+
+    await kopf.operator(
+        registry=registry,
+        standalone=True,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        stop_flag=kopf_stop,
+        ready_flag=ready,
+    )
+
+
+async def _stop_kopf(op: asyncio.Task[None], kopf_stop: asyncio.Future[None], grace: float) -> None:
+    """Asks kopf to stop; cancels it after `grace` seconds. Crashes after the stop are logged, not raised."""
+    if not kopf_stop.done():
+        kopf_stop.set_result(None)  # set first: kopf's last-resort SIGKILL is armed only without it
+    done, _ = await asyncio.wait({op}, timeout=grace)
+    if not done:
+        log.warning("kopf did not stop within %.1fs; cancelling its handlers", grace)
+        op.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        try:
+            await op
+        except Exception:
+            log.exception("kopf failed while stopping")
+
+
+async def _act(shared: _Shared, stop: asyncio.Event, elector: LeaderElector | None) -> str:
+    """Runs kopf until `stop`, a lost Lease ("taken", "renew deadline") or a kopf crash (raised)."""
+    health, config = shared.health, shared.config
+    kopf_stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ready = asyncio.Event()
+
+    async def _mark_ready() -> None:
+        await ready.wait()
+        health.kopf_ready = True
+
+    op = asyncio.create_task(_run_kopf(shared, kopf_stop, ready))
+    helpers = [asyncio.create_task(_mark_ready()), asyncio.create_task(stop.wait())]
+    renew = asyncio.create_task(elector.renew(stop)) if elector is not None else None
+    timing = config.lease_timing
+    try:
+        done, _ = await asyncio.wait(
+            {op, helpers[1], *([renew] if renew else [])}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if op in done:
+            op.result()  # a kopf crash ends the process: a standby (or the restarted pod) takes over
+            log.info("kopf stopped (signal); shutting down")
+            stop.set()
+            return "stopped"
+        if renew is not None and renew in done and not stop.is_set():
+            reason = renew.result()
+            # Stop acting well before any standby may count the Lease as expired.
+            await _stop_kopf(op, kopf_stop, (timing.lease_duration_s - timing.renew_deadline_s) / 2)
+            return reason
+        # Graceful stop: kopf finishes what it does, within what is left of our Lease.
+        await _stop_kopf(op, kopf_stop, timing.renew_deadline_s - timing.retry_period_s)
+        return "stopped"
+    finally:
+        health.kopf_ready = False
+        for t in (*helpers, *([renew] if renew else [])):
+            t.cancel()
+        if not op.done():
+            op.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await op
+        if config.handle_signals:
+            _handle_signals(stop)
+
+
+async def _campaign(
+    shared: _Shared, stop: asyncio.Event, elector: LeaderElector, leading: LeadershipMetrics
+) -> None:
+    """Standby -> leader -> standby ... until stopped. Never exits because the API server is away."""
+    health = shared.health
+    try:
+        while not stop.is_set():
+            if not await elector.acquire(stop):
+                break
+            health.role = "leader"
+            leading.set(True)
+            log.info("leading: %s acts on CarbonAwareJobs", elector.identity)
+            reason = await _act(shared, stop, elector)
+            leading.set(False)
+            health.role = "standby"
+            if reason == "stopped":
+                break
+            log.warning(
+                "lost leadership (%s): %s stopped acting and campaigns again as a standby",
+                reason,
+                elector.identity,
+            )
+    finally:
+        health.role = "stopping"
+        leading.set(False)
+        if elector.is_leader:
+            await elector.release()
+
+
 async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None) -> None:
-    """Runs until `stop` is set (or SIGTERM via kopf); exits with LeaseLost if leadership is lost."""
+    """Runs until `stop` is set (or SIGTERM); raises CannotLead if RBAC never lets it lead."""
     stop = stop or asyncio.Event()
+    if config.handle_signals:
+        _handle_signals(stop)
     metrics = OperatorMetrics()
+    leading = LeadershipMetrics(metrics.registry)
     health = HealthServer(metrics, config.http_host, config.http_port)
     await health.start()
-    kube = await Kube.connect(config.kubeconfig)
-    signals = SignalHub(
-        config.clock,
-        config.env,
-        ttl_s=config.signal_ttl_s,
-        min_interval_s=config.signal_min_interval_s,
+    creds = await Credentials.load(config.kubeconfig)
+    kube = Kube(creds.api_client())
+    shared = _Shared(
+        config=config,
+        creds=creds,
+        kube=kube,
+        signals=SignalHub(
+            config.clock,
+            config.env,
+            ttl_s=config.signal_ttl_s,
+            min_interval_s=config.signal_min_interval_s,
+        ),
+        metrics=metrics,
+        scraper=scrape_client(config.scrape_timeout_s),
+        health=health,
     )
-    elector: LeaderElector | None = None
-    scraper = scrape_client(config.scrape_timeout_s)
     try:
         if config.leader_election:
-            elector = LeaderElector(
-                kube.api, namespace=config.lease_namespace, name=config.lease_name, identity=config.identity
+            lease_api = KubeLeaseAPI(
+                creds.api_client(),
+                config.lease_namespace,
+                config.lease_name,
+                round(config.lease_timing.lease_duration_s),
             )
-            if not await elector.acquire(stop):
-                return
-        health.leading = True
-        ctx = OperatorContext(
-            clock=config.clock,
-            kube=kube,
-            signals=signals,
-            metrics=metrics,
-            scraper=scraper,
-            scrape_port=config.trainer_metrics_port,
-        )
-        registry = kopf.OperatorRegistry()
-        register(registry, Reconciler(ctx), tick_seconds=config.tick_seconds)
+            elector = LeaderElector(lease_api, config.identity, timing=config.lease_timing)
 
-        @kopf.on.startup(registry=registry)
-        def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-            build_settings(settings)
+            def standby() -> None:  # Ready once the first campaign attempt has run (and not won)
+                health.role = "standby"
 
-        @kopf.on.login(registry=registry)
-        def _login(**_: Any) -> kopf.ConnectionInfo:
-            return connection_info(config.kubeconfig)
-
-        kopf_stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        ready: asyncio.Event = asyncio.Event()
-
-        async def _mark_ready() -> None:
-            await ready.wait()
-            health.ready = True
-
-        async def _stop_on_event() -> None:
-            await stop.wait()
-            if not kopf_stop.done():
-                kopf_stop.set_result(None)
-
-        tasks = [asyncio.create_task(_mark_ready()), asyncio.create_task(_stop_on_event())]
-        holder = asyncio.create_task(elector.hold(stop)) if elector else None
-        op = asyncio.create_task(
-            kopf.operator(
-                registry=registry,
-                standalone=True,
-                clusterwide=not config.namespaces,
-                namespaces=config.namespaces,
-                stop_flag=kopf_stop,
-                ready_flag=ready,
+            elector.on_standby = standby
+            log.info(
+                "standby: %s campaigns for Lease %s/%s",
+                config.identity,
+                config.lease_namespace,
+                config.lease_name,
             )
-        )
-        try:
-            waiting = {op} | ({holder} if holder else set())
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if holder is not None and holder in done:
-                if not kopf_stop.done():
-                    kopf_stop.set_result(None)
-                await op
-                holder.result()  # raises LeaseLost
-            if op in done:
-                op.result()  # an operator crash surfaces here, not as a lost task
-        finally:
-            for t in tasks:
-                t.cancel()
-            if holder is not None and not holder.done():
-                holder.cancel()
-    except LeaseLost:
-        log.error("lost leadership; stopping so a fresh replica can take over")
-        raise
+            try:
+                await _campaign(shared, stop, elector, leading)
+            except CannotLead as exc:
+                log.error("%s", exc)
+                raise
+        else:
+            health.role = "leader"
+            leading.set(True)
+            await _act(shared, stop, None)
     finally:
-        if elector is not None:
-            await elector.release()
-        await signals.aclose()
-        await scraper.aclose()
-        await kube.close()
+        health.role = "stopping"
+        await shared.signals.aclose()
+        await shared.scraper.aclose()
+        await creds.close()
         await health.stop()
