@@ -35,6 +35,7 @@ class Kube:
         # Typed as Any: we pass and read raw JSON dicts, not the client's model classes.
         self.batch: Any = client.BatchV1Api(api)
         self.core: Any = client.CoreV1Api(api)
+        self.custom: Any = client.CustomObjectsApi(api)
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -82,6 +83,22 @@ class Kube:
             name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
         )
         return await _json(resp)
+
+    async def patch_caj_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patches a CarbonAwareJob's status subresource (None values remove fields)."""
+        from gridwise.api import GROUP, PLURAL, VERSION
+
+        resp = await self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": dict(status)},
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        )
+        await _json(resp)
 
     async def job_pod_ips(self, namespace: str, job: str) -> list[str]:
         """IPs of the Job's running pods, for the progress scrape."""

@@ -29,6 +29,7 @@ from gridwise.k8s.handlers import register
 from gridwise.k8s.kube import Kube
 from gridwise.k8s.lease import LeaderElector, LeaseLost
 from gridwise.k8s.reconciler import OperatorContext, Reconciler
+from gridwise.k8s.wakeups import Wakeups
 from gridwise.metrics import OperatorMetrics
 from gridwise.progress import scrape_client
 from gridwise.signal_hub import SignalHub
@@ -180,7 +181,8 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
             scrape_port=config.trainer_metrics_port,
         )
         registry = kopf.OperatorRegistry()
-        register(registry, Reconciler(ctx), tick_seconds=config.tick_seconds)
+        wakeups = Wakeups(config.clock, signals, on_zone_wake=metrics.zone_wakes.inc)
+        register(registry, Reconciler(ctx), wakeups, tick_seconds=config.tick_seconds)
 
         @kopf.on.startup(registry=registry)
         def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -202,7 +204,11 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
             if not kopf_stop.done():
                 kopf_stop.set_result(None)
 
-        tasks = [asyncio.create_task(_mark_ready()), asyncio.create_task(_stop_on_event())]
+        tasks = [
+            asyncio.create_task(_mark_ready()),
+            asyncio.create_task(_stop_on_event()),
+            asyncio.create_task(wakeups.watch(stop)),
+        ]
         holder = asyncio.create_task(elector.hold(stop)) if elector else None
         op = asyncio.create_task(
             kopf.operator(
