@@ -192,13 +192,15 @@ class Reconciler:
         self.ctx = ctx
         self.actuator = Actuator(ctx.kube)
         self._locks: dict[str, asyncio.Lock] = {}
-        # Statuses computed but not yet written (the write failed): the next tick starts from them.
-        self._unwritten: dict[str, dict[str, Any]] = {}
+        # The last status each object's tick computed, written or not (the write failed): the next
+        # tick starts from it when the watched body is older (a failed write, or a watch event
+        # that has not arrived yet), so no pause record, Event or interval is lost or repeated.
+        self._latest: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, int] = {}
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
-        self._unwritten.pop(uid, None)
+        self._latest.pop(uid, None)
         self._failures.pop(uid, None)
 
     async def tick(self, body: Mapping[str, Any], index: IndexView | None = None) -> TickResult:
@@ -213,9 +215,9 @@ class Reconciler:
                 self.ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
     def _status_in(self, res: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
-        """The body's status, or the newer one this process computed but could not write."""
+        """The body's status, or the newer one this process computed (not yet written or not yet seen)."""
         status = dict(body.get("status") or {})
-        pending = self._unwritten.get(res.uid)
+        pending = self._latest.get(res.uid)
         if pending is None:
             return status
 
@@ -227,9 +229,8 @@ class Reconciler:
                 return None
 
         mine, theirs = last(pending), last(status)
-        if mine is not None and (theirs is None or mine > theirs):
-            return pending
-        self._unwritten.pop(res.uid, None)
+        if mine is not None and (theirs is None or mine >= theirs):
+            return dict(pending)
         return status
 
     async def _tick(self, body: Mapping[str, Any], res: Resource, index: IndexView | None) -> TickResult:
@@ -293,7 +294,7 @@ class Reconciler:
         """Writes the status; on failure keeps it for the next tick and tries a minimal patch."""
         try:
             await self.ctx.kube.patch_status(GROUP, VERSION, PLURAL, res.namespace, res.name, status)
-            self._unwritten.pop(res.uid, None)
+            self._latest[res.uid] = status
             return True
         except ApiException as exc:
             if exc.status == 404:  # deleted meanwhile: nothing to keep
@@ -302,7 +303,7 @@ class Reconciler:
             what, _ = classify(exc)
         except Exception as exc:
             what, _ = classify(exc)
-        self._unwritten[res.uid] = status
+        self._latest[res.uid] = status
         self.ctx.metrics.reconcile_errors.inc()
         log.warning("%s: status write failed (%s); kept in memory, retried next tick", res.key, what)
         return False
