@@ -236,15 +236,17 @@ class Reconciler:
     async def _tick(self, body: Mapping[str, Any], res: Resource, index: IndexView | None) -> TickResult:
         now = self.ctx.clock.now()
         status = self._status_in(res, body)
-        job_raw: Mapping[str, Any] | None = None
+        seen: dict[str, Any] = {}
         retry: float | None = None
+        observed: Observed | None = None
         try:
-            observed, job_raw = await self.observe(body, res, status, index, now)
+            observed = await self.observe(body, res, status, index, now, seen)
             result = step(res, status, observed, now)
         except Exception as exc:  # a bug or an unforeseen answer: still end in a defined state
             what, _ = classify(exc)
             log.exception("%s: reconcile failed; keeping the job safe", res.key)
-            job = job_state(job_raw, res) if job_raw is not None else None
+            raw = seen.get("job")
+            job = job_state(raw, res) if raw is not None else None
             result = fail_safe(res, status, job, now, "InternalError", f"reconcile failed: {what}")
             observed = None
         if observed is not None and observed.error is not None and observed.error.transient:
@@ -315,13 +317,18 @@ class Reconciler:
         status: Mapping[str, Any],
         index: IndexView | None,
         now: datetime,
-    ) -> tuple[Observed, Mapping[str, Any] | None]:
-        """Reads what the step needs; every failure becomes part of the observation."""
+        seen: dict[str, Any] | None = None,
+    ) -> Observed:
+        """Reads what the step needs; every failure becomes part of the observation.
+
+        `seen` gets the raw Job as soon as it is known, for the fail-safe if a later part breaks.
+        """
+        seen = {} if seen is None else seen
         accepted = parse_time(status["acceptedTime"]) if status.get("acceptedTime") else now
         try:
             spec = parse_job_spec(res.name, res.namespace, res.spec, accepted)
         except SpecError as exc:
-            return Observed(job=None, reading=_stale_reading(res.spec, str(exc), now)), None
+            return Observed(job=None, reading=_stale_reading(res.spec, str(exc), now))
         name = job_name(spec.name)
         error: ObserveError | None = None
         job_known = True
@@ -336,6 +343,7 @@ class Reconciler:
                     ObserveError("JobReadFailed", f"reading Job {name} failed: {what}", transient),
                     False,
                 )
+        seen["job"] = raw
         job = _legacy_shape(job_state(raw, res), spec) if raw is not None else None
 
         pods: list[PodInfo] = []
@@ -373,7 +381,7 @@ class Reconciler:
             job_known=job_known,
             error=error,
         )
-        return observed, raw
+        return observed
 
     async def _read_signal(self, spec: JobSpec, now: datetime) -> SignalReading:
         """The carbon reading; a missing or forbidden Secret or a bad provider spec is a stale one."""
@@ -395,6 +403,9 @@ class Reconciler:
         except ValueError as exc:
             # A misconfigured provider (missing key, unreadable trace) is an outage for this job.
             return _stale_reading({"carbon": spec.carbon}, f"carbon provider misconfigured: {exc}", now)
+        except Exception as exc:  # a provider bug is an outage too, not a frozen job
+            log.exception("carbon signal for %s/%s failed", spec.namespace, spec.name)
+            return _stale_reading({"carbon": spec.carbon}, f"carbon signal failed: {classify(exc)[0]}", now)
 
     async def _secret(self, namespace: str, name: str) -> dict[str, str]:
         data = await self.ctx.kube.read_secret(namespace, name)
