@@ -647,6 +647,7 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
         conds.append(condition(SUSPENDED, True, "SpecChange", msg, gen))
         return finish("Pending", 0, 0, tuple(change), applied=False, extra=extra)
 
+    extra["recreate"] = None  # an edit reverted mid-rebuild needs no rebuild
     if job.generation != gen or job.shape is None:
         change.append(Action(ANNOTATE))
     conds.append(condition(SPEC_APPLIED, True, "Applied", "the Job reflects this generation", gen))
