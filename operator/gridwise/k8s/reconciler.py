@@ -402,7 +402,9 @@ class Reconciler:
             return await signal.read()
         except ValueError as exc:
             # A misconfigured provider (missing key, unreadable trace) is an outage for this job.
-            return _stale_reading({"carbon": spec.carbon}, f"carbon provider misconfigured: {exc}", now)
+            # An access refusal carries a message that is safe to show the tenant (`public_message`).
+            why = getattr(exc, "public_message", None) or str(exc)
+            return _stale_reading({"carbon": spec.carbon}, f"carbon provider misconfigured: {why}", now)
         except Exception as exc:  # a provider bug is an outage too, not a frozen job
             log.exception("carbon signal for %s/%s failed", spec.namespace, spec.name)
             return _stale_reading({"carbon": spec.carbon}, f"carbon signal failed: {classify(exc)[0]}", now)
