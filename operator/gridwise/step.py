@@ -465,7 +465,11 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
     measured = {int(n): float(r) for n, r in (prior.get("measuredThroughput") or {}).items()}
     measured.update(accounted.rates)
     sig = _signal_condition(reading, now, gen)
-    conds: list[dict[str, Any]] = [sig]
+    conds: list[dict[str, Any]] = [
+        condition(COMPLETE, False, "InProgress", "training has not finished", gen),
+        condition(FAILED, False, "InProgress", "training has not failed", gen),
+        sig,
+    ]
     events: list[Event] = []
     if sig["status"] == "True" and _is_new(old_conds, sig):
         events.append(_signal_event(reading, sig))
@@ -482,12 +486,14 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
         applied: bool = True,
         extra: dict[str, Any] | None = None,
     ) -> StepResult:
-        if observed.error is not None:
+        own = [c for c in conds if c["type"] == RECONCILED]
+        if own:
+            rc = own[0]
+        elif observed.error is not None:
             rc = condition(RECONCILED, False, observed.error.reason, observed.error.message, gen)
         else:
-            own = [c for c in conds if c["type"] == RECONCILED]
-            rc = own[0] if own else condition(RECONCILED, True, "Reconciled", "the Job matches the plan", gen)
-        if not any(c["type"] == RECONCILED for c in conds):
+            rc = condition(RECONCILED, True, "Reconciled", "the Job matches the plan", gen)
+        if not own:
             conds.append(rc)
         if rc["status"] == "False" and _is_new(old_conds, rc):
             events.append(Event(WARNING, rc["reason"], rc["message"]))
@@ -591,10 +597,6 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
         )
         return finish(phase, 0, 0, tuple(change), extra=extra)
 
-    conds += [
-        condition(COMPLETE, False, "InProgress", "training has not finished", gen),
-        condition(FAILED, False, "InProgress", "training has not failed", gen),
-    ]
     replicas = job.replicas
 
     # -- Kueue owns spec.suspend: observe and report, never toggle ---------------------------------
