@@ -267,7 +267,9 @@ class Reconciler:
                 result = act_failed(result, reason, f"Job {verb} failed: {what}", now, res.generation)
                 if transient:
                     retry = self._backoff(res.uid)
-        written = await self._write(res, result.status)
+        # A finished or refused job's status does not change from tick to tick: no write at all.
+        unchanged = result.status == status and status == dict(body.get("status") or {})
+        written = True if unchanged else await self._write(res, result.status)
         if not written and retry is None:
             retry = self._backoff(res.uid)
         if retry is None:
