@@ -81,7 +81,7 @@ async def env() -> AsyncIterator[tuple[Reconciler, FakeKube, ManualClock]]:
     hub = SignalHub(clock, {})
     async with httpx.AsyncClient() as scraper:
         ctx = OperatorContext(clock=clock, kube=kube, signals=hub, metrics=OperatorMetrics(), scraper=scraper)  # type: ignore[arg-type]
-        yield Reconciler(ctx), kube, clock
+        yield Reconciler(ctx, backoff_s=0.0), kube, clock
     await hub.aclose()
 
 
@@ -197,3 +197,21 @@ async def test_any_exception_in_a_tick_ends_in_a_defined_state(env: Any, monkeyp
     clock.advance(60)
     again = await reconciler.tick(body(kube.statuses[-1]))
     assert "InternalError" not in [e[1] for e in again.events], "a Warning once, not every tick"
+
+
+async def test_transient_failures_back_off_without_stopping(env: Any) -> None:
+    reconciler, kube, clock = env
+    slow = Reconciler(reconciler.ctx, backoff_s=100.0)
+    await slow.tick(body())
+    written = len(kube.statuses)
+    kube.fail_status = ApiException(status=503, reason="etcd unavailable")
+    clock.advance(60)
+    failed = await slow.tick(body(kube.statuses[-1]))
+    assert failed.retry_after == 100.0
+    kube.fail_status = None
+    clock.advance(60)
+    skipped = await slow.tick(body(kube.statuses[-1]))
+    assert skipped.action == "backoff" and len(kube.statuses) == written, "no API call while backing off"
+    slow._not_before.clear()  # the backoff has passed
+    again = await slow.tick(body(kube.statuses[-1]))
+    assert again.written and again.retry_after is None

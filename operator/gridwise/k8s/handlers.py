@@ -3,10 +3,11 @@
 There is no create handler: kopf starts the timer as soon as it sees an object, so the first
 reconcile runs once (a create handler and the timer used to run it twice, concurrently).
 The Reconciler writes the status itself, so a rejected status write cannot stop kopf's timer for
-good (kopf ends a timer whose own patch fails); nothing but kopf.TemporaryError leaves the
-handler, which kopf retries after the given delay. Handlers are registered on a registry per
-operator instance (not kopf's global one), so tests and the demo can build operators with
-different clocks and tick intervals.
+good (kopf ends a timer whose own patch fails). Transient errors back off inside the Reconciler
+(skipped ticks) so that each failure does not become a kopf Event; only a bug in this module itself
+leaves the handler, as kopf.TemporaryError, which kopf retries after the given delay.
+Handlers are registered on a registry per operator instance (not kopf's global one), so tests
+and the demo can build operators with different clocks and tick intervals.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *, tick_se
             raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=max(tick_seconds, 5.0)) from exc
         _post(body, result)
         if result.retry_after is not None:
+            # Backed off inside the reconciler (ticks are skipped until then), not through
+            # kopf.TemporaryError: kopf would post an Event for every failed attempt.
             reconciler.ctx.metrics.reconcile_errors.inc()
-            raise kopf.TemporaryError("transient error; retrying with backoff", delay=result.retry_after)
+            logger.info("transient error; next reconcile in %.0f s or later", result.retry_after)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="forget", optional=True)
     async def on_delete(name: str, namespace: str | None, uid: str | None, **_: Any) -> None:

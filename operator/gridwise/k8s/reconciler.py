@@ -188,8 +188,10 @@ def _stale_reading(spec: Mapping[str, Any], reason: str, now: datetime) -> Signa
 
 
 class Reconciler:
-    def __init__(self, ctx: OperatorContext) -> None:
+    def __init__(self, ctx: OperatorContext, *, backoff_s: float = 1.0, max_backoff_s: float = 300.0) -> None:
+        """`backoff_s` doubles per consecutive transient failure of one object, up to `max_backoff_s`."""
         self.ctx = ctx
+        self._backoff_s, self._max_backoff_s = backoff_s, max_backoff_s
         self.actuator = Actuator(ctx.kube)
         self._locks: dict[str, asyncio.Lock] = {}
         # The last status each object's tick computed, written or not (the write failed): the next
@@ -197,16 +199,22 @@ class Reconciler:
         # that has not arrived yet), so no pause record, Event or interval is lost or repeated.
         self._latest: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, int] = {}
+        # Monotonic time before which a tick after a transient error is skipped (backoff).
+        self._not_before: dict[str, float] = {}
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
         self._latest.pop(uid, None)
         self._failures.pop(uid, None)
+        self._not_before.pop(uid, None)
 
     async def tick(self, body: Mapping[str, Any], index: IndexView | None = None) -> TickResult:
         """One reconcile, never two at once for one object; without `index` it reads from the API."""
         res = Resource.from_body(body)
         lock = self._locks.setdefault(res.uid or res.key, asyncio.Lock())
+        if time.monotonic() < self._not_before.get(res.uid, 0.0):
+            # Backing off after a transient error: this tick is skipped, the timer keeps running.
+            return TickResult(dict(body.get("status") or {}), [], "backoff", True, None)
         started = time.perf_counter()
         async with lock:
             try:
@@ -274,6 +282,9 @@ class Reconciler:
             retry = self._backoff(res.uid)
         if retry is None:
             self._failures.pop(res.uid, None)
+            self._not_before.pop(res.uid, None)
+        else:
+            self._not_before[res.uid] = time.monotonic() + retry
         if result.decision != "none":
             self.ctx.metrics.decisions.labels(kind=result.decision, reason=result.decision_reason).inc()
         if result.spec is not None and result.status.get("progress") is not None:
@@ -292,7 +303,7 @@ class Reconciler:
     def _backoff(self, uid: str) -> float:
         n = self._failures.get(uid, 0)
         self._failures[uid] = n + 1
-        return float(min(300.0, 2.0**n))
+        return float(min(self._max_backoff_s, self._backoff_s * 2.0**n))
 
     async def _write(self, res: Resource, status: dict[str, Any]) -> bool:
         """Writes the status; on failure keeps it for the next tick and tries a minimal patch."""
