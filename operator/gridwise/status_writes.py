@@ -120,3 +120,12 @@ def _without_clock(status: Mapping[str, Any]) -> dict[str, Any]:
     acc.pop("lastTime", None)
     out["accounting"] = acc
     return out
+
+
+def status_patch(written: Mapping[str, Any] | None, status: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch from what was written to `status`: fields it no longer has are removed."""
+    patch: dict[str, Any] = dict(status)
+    for key in written or {}:
+        if key not in status:
+            patch[key] = None
+    return patch
