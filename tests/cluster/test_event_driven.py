@@ -31,13 +31,14 @@ THRESHOLD = {"type": "threshold", "thresholdGramsPerKWh": 300}
 
 SAFETY_TICK_S = 60.0  # far longer than any wait below: only wakeups can explain a prompt reaction
 SPEED = 60.0  # one replayed minute per wall second
+LEAD_S = 40.0  # wall seconds from the operator's start to the grid change: room for a slow start
 
 
 @pytest.fixture
 def slow_tick_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Any]:
     started: list[OperatorProcess] = []
 
-    def start(clock_start: Any) -> OperatorProcess:
+    def start(clock_start: Any, anchor: float) -> OperatorProcess:
         op = OperatorProcess(
             cluster.kubeconfig,
             tmp_path / f"operator-{len(started)}.log",
@@ -45,7 +46,14 @@ def slow_tick_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iter
             speed=SPEED,
             tick_seconds=SAFETY_TICK_S,
             # TTL of a replayed day: only the end of the current hour can trigger a re-read.
-            extra_args=["--namespace", namespace, "--signal-ttl-seconds", "86400"],
+            extra_args=[
+                "--namespace",
+                namespace,
+                "--signal-ttl-seconds",
+                "86400",
+                "--clock-anchor",
+                str(anchor),
+            ],
         )
         started.append(op)
         return op.start()
@@ -71,14 +79,14 @@ def test_a_grid_change_is_acted_on_at_once_not_at_the_next_poll(
     # Clean until 12:00 of the replay day, dirty after; threshold 300 g/kWh.
     trace = replay_trace(tmp_path / "trace.csv", [100.0] * 12 + [600.0] * 12 + [100.0] * 24)
     change = REPLAY_START + timedelta(hours=12)
-    start = change - timedelta(seconds=20 * SPEED)  # the change comes 20 wall seconds after start
+    start = change - timedelta(seconds=LEAD_S * SPEED)
     anchor = time.time()
-    op = slow_tick_operator(start)
+    op = slow_tick_operator(start, anchor)
     manifest = caj_manifest("react", trace=trace, policy=THRESHOLD, complete_within="48h")
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=manifest)
     wait_for("the job running on the clean grid", lambda: _suspended(cluster, namespace, "react") is False,
-             timeout=15, log=op.log_tail)  # fmt: skip
-    change_wall = anchor + 20
+             timeout=LEAD_S, log=op.log_tail)  # fmt: skip
+    change_wall = anchor + LEAD_S
     assert time.time() < change_wall, "the job started too late for the test to mean anything"
     wait_for("the pause", lambda: _suspended(cluster, namespace, "react") is True,
              timeout=change_wall - time.time() + 8, interval=0.1, log=op.log_tail)  # fmt: skip
@@ -94,9 +102,9 @@ def test_a_planned_resume_happens_at_its_time(
     # Dirty until 12:00, clean after: the threshold job waits, and resumes when the hour turns.
     trace = replay_trace(tmp_path / "trace.csv", [600.0] * 12 + [100.0] * 36)
     clean = REPLAY_START + timedelta(hours=12)
-    start = clean - timedelta(seconds=15 * SPEED)
+    start = clean - timedelta(seconds=LEAD_S * SPEED)
     anchor = time.time()
-    op = slow_tick_operator(start)
+    op = slow_tick_operator(start, anchor)
     manifest = caj_manifest(
         "resume",
         trace=trace,
@@ -105,8 +113,8 @@ def test_a_planned_resume_happens_at_its_time(
     )
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=manifest)
     wait_for("the job created and paused", lambda: _suspended(cluster, namespace, "resume") is True,
-             timeout=12, log=op.log_tail)  # fmt: skip
-    clean_wall = anchor + 15
+             timeout=LEAD_S, log=op.log_tail)  # fmt: skip
+    clean_wall = anchor + LEAD_S
     wait_for("the resume", lambda: _suspended(cluster, namespace, "resume") is False,
              timeout=clean_wall - time.time() + 8, interval=0.1, log=op.log_tail)  # fmt: skip
     assert time.time() - clean_wall < 8

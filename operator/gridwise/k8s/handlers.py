@@ -20,7 +20,7 @@ from typing import Any
 
 import kopf
 
-from gridwise.api import GROUP, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION, parse_time
+from gridwise.api import GROUP, LABEL_JOB, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION, parse_time
 from gridwise.k8s.builders import job_name
 from gridwise.k8s.reconciler import IndexView, PodInfo, Reconciler, TickResult, pod_info
 from gridwise.k8s.wakeups import Wakeups, wall_seconds_until
@@ -135,18 +135,38 @@ def register(
     """Wires the CarbonAwareJob handlers (and the indexes they read) into `registry`."""
     generations: dict[tuple[str, str], int] = {}
 
+    def wake_soon(key: tuple[str, str]) -> None:
+        # After kopf has stored the index entry this event produced, not before.
+        asyncio.get_running_loop().call_soon(wakeups.wake, key)
+
     @kopf.index("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGER}, registry=registry, id="owned_jobs")
-    def owned_jobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    async def owned_jobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        # A change of the owned Job (created, suspended, finished, deleted) is news for its owner.
+        wake_soon((namespace or "", name))
         return {(namespace, name): slim_job(body)}
 
     @kopf.index("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER}, registry=registry, id="job_pods")
-    def job_pods(
+    async def job_pods(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[Any, Any] | None:
         job = labels.get("job-name")
         info = pod_info(dict(body))
+        owner = labels.get(LABEL_JOB)
+        if owner:  # pods starting, running or gone change the job's work and energy
+            wake_soon((namespace or "", owner))
         if job and info is not None:
             return {(namespace, job): info}
+        return None
+
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="spec_edits")
+    async def spec_edits(namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> None:
+        # Indexers see every watch event quietly and cost no API writes: a new generation (a spec
+        # edit) wakes the job at once. Nothing is stored.
+        key = (namespace or "", name)
+        generation = int(meta.get("generation") or 0)
+        if generations.get(key) not in (None, generation):
+            wake_soon(key)
+        generations[key] = generation
         return None
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, id="reconcile", cancellation_timeout=10.0)
@@ -155,18 +175,6 @@ def register(
         indexes = (kwargs["owned_jobs"], kwargs["job_pods"])
         await run_job(reconciler, wakeups, body, indexes, stopped, interval_s=tick_seconds)
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="spec_edits")
-    def spec_edits(type: str | None, body: kopf.Body, **_: Any) -> None:
-        # Raw watch events cost no API writes; a new generation (a spec edit) wakes its job at once.
-        key = (body.metadata.namespace or "", body.metadata.name or "")
-        if type == "DELETED":
-            generations.pop(key, None)
-            return
-        generation = int(body.metadata.get("generation") or 0)
-        if generations.get(key) not in (None, generation):
-            wakeups.wake(key)
-        generations[key] = generation
-
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="forget", optional=True)
     async def on_delete(name: str, namespace: str | None, uid: str | None, **_: Any) -> None:
         # The Job and Service go with their owner (garbage collection); the checkpoint PVC is not
@@ -174,3 +182,4 @@ def register(
         reconciler.ctx.metrics.jobs.forget(namespace or "", name)
         reconciler.forget(uid or "")
         wakeups.forget((namespace or "", name))
+        generations.pop((namespace or "", name), None)

@@ -47,10 +47,15 @@ def wall_seconds_until(clock: Clock, when: datetime) -> float:
 
 
 class Wakeups:
-    """Per-job wake events and the one watcher task that sets them on zone signal changes."""
+    """Per-job wake events and the one watcher task that sets them on zone signal changes.
+
+    The watcher passes over every shared signal at least every `max_poll_s` wall seconds, so a
+    signal a job creates is watched within a second; a pass reads cached values (no provider
+    call) unless a value has expired.
+    """
 
     def __init__(
-        self, clock: Clock, signals: SignalHub, *, max_poll_s: float = 60.0, on_zone_wake: Any = None
+        self, clock: Clock, signals: SignalHub, *, max_poll_s: float = 1.0, on_zone_wake: Any = None
     ) -> None:
         self._clock = clock
         self._on_zone_wake = on_zone_wake  # e.g. a Prometheus counter's inc
