@@ -1,17 +1,24 @@
 """Scale benchmark: many CarbonAwareJobs on many fake GPU nodes, one grid intensity change.
 
-Starts the local control plane with an audit log, N kwok GPU nodes and M CarbonAwareJobs (threshold
-policy, all running on a clean grid), then lets the replayed grid turn dirty at a known instant and
-measures how long each Job takes to reach its new state (suspended, no active pods): p50/p99 from
-the change. It also counts the operator's API requests per job per hour (from the audit log) and
-its peak memory, against the same operator idle in the same run.
+Starts the local control plane with an audit log and N kwok GPU nodes, then measures two things
+in the same cluster:
 
-    python benchmarks/scale_bench.py --jobs 500 --nodes 200
+1. The floor: M plain Jobs (the same shape the operator builds), all running, suspended by a
+   parallel `spec.suspend` patch with no operator at all, timed to "suspended, no active pods".
+   This is how fast the cluster itself (Job controller, kwok) can act on M suspends.
+2. The operator: M CarbonAwareJobs (threshold policy, all running on a clean replayed grid); at a
+   known instant the grid turns dirty, and each Job is timed from that instant to the same state.
+
+It also counts the operator's API requests per job-hour in steady state, split by verb (from the
+audit log), and its resident memory idle, after each step of jobs (--rss-steps) and at peak.
+
+    python benchmarks/scale_bench.py --jobs 1000 --nodes 500
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import subprocess
@@ -19,11 +26,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes_asyncio import client, config
 
 from gridwise.devcluster import OPERATOR_USER, GPUNodePool, LocalControlPlane, free_port
 
@@ -69,8 +78,8 @@ def caj(i: int, trace: Path) -> dict[str, Any]:
     }
 
 
-def jobs_state(cp: LocalControlPlane) -> dict[str, tuple[bool, int]]:
-    out = json.loads(cp.kubectl("-n", "bench", "get", "jobs", "-o", "json").stdout)
+def jobs_state(cp: LocalControlPlane, namespace: str = "bench") -> dict[str, tuple[bool, int]]:
+    out = json.loads(cp.kubectl("-n", namespace, "get", "jobs", "-o", "json").stdout)
     state = {}
     for j in out["items"]:
         active = int((j.get("status") or {}).get("active") or 0)
@@ -81,11 +90,11 @@ def jobs_state(cp: LocalControlPlane) -> dict[str, tuple[bool, int]]:
 class JobWatch:
     """`kubectl get jobs -w` in the background: sees each change once, without re-listing 500 Jobs."""
 
-    def __init__(self, cp: LocalControlPlane) -> None:
+    def __init__(self, cp: LocalControlPlane, namespace: str = "bench") -> None:
         self.first_done: dict[str, float] = {}
         self.armed = False
         self._proc = subprocess.Popen(
-            [cp.tool("kubectl"), "--kubeconfig", str(cp.kubeconfig), "-n", "bench", "get", "jobs", "-w",
+            [cp.tool("kubectl"), "--kubeconfig", str(cp.kubeconfig), "-n", namespace, "get", "jobs", "-w",
              "--output-watch-events", "-o", "json"],
             stdout=subprocess.PIPE,
             text=True,
@@ -123,8 +132,9 @@ def rss_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/{pid}/status")
 
 
-def operator_requests(audit: Path, since: float, until: float) -> int:
-    count = 0
+def operator_requests(audit: Path, since: float, until: float) -> Counter[str]:
+    """The operator's requests in [since, until] by verb and resource, e.g. `patch carbonawarejobs/status`."""
+    counts: Counter[str] = Counter()
     with audit.open() as f:
         for line in f:
             ev = json.loads(line)
@@ -132,8 +142,115 @@ def operator_requests(audit: Path, since: float, until: float) -> int:
                 continue
             ts = datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
             if since <= ts <= until:
-                count += 1
-    return count
+                ref = ev.get("objectRef") or {}
+                resource = ref.get("resource", "")
+                if ref.get("subresource"):
+                    resource += "/" + ref["subresource"]
+                counts[f"{ev.get('verb', '?')} {resource}".strip()] += 1
+    return counts
+
+
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def plain_job(i: int) -> dict[str, Any]:
+    """The floor's Job: the shape the operator builds for a 1-replica job, without an owner."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"floor-{i:04d}", "namespace": "floor"},
+        "spec": {
+            "suspend": False,
+            "parallelism": 1,
+            "backoffLimit": 6,
+            "podFailurePolicy": {
+                "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+            },
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {"name": "t", "image": "trainer", "resources": {"limits": {"nvidia.com/gpu": 1}}}
+                    ],
+                }
+            },
+        },
+    }
+
+
+async def suspend_all(kubeconfig: Path, namespace: str, names: list[str], concurrency: int = 64) -> None:
+    """Patches `spec.suspend: true` on every Job at once (bounded concurrency), as a script would."""
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+    cfg.connection_pool_maxsize = concurrency
+    async with client.ApiClient(cfg) as api:
+        batch: Any = client.BatchV1Api(api)  # raw dict patches, not model objects
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(name: str) -> None:
+            async with gate:
+                await batch.patch_namespaced_job(
+                    name,
+                    namespace,
+                    {"spec": {"suspend": True}},
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
+
+        await asyncio.gather(*(one(n) for n in names))
+
+
+def wait_all_running(cp: LocalControlPlane, namespace: str, count: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while True:
+        state = jobs_state(cp, namespace)
+        running = sum(1 for s, a in state.values() if not s and a > 0)
+        if running >= count:
+            return
+        if time.time() > deadline:
+            raise SystemExit(f"only {running}/{count} jobs in {namespace} running after {timeout:.0f}s")
+        time.sleep(2)
+
+
+def percentiles(values: list[float]) -> tuple[float | None, float | None, float | None]:
+    """p50, p99 and max (nearest-rank), or Nones when nothing was measured."""
+    if not values:
+        return None, None, None
+    lat = sorted(values)
+    return statistics.median(lat), lat[max(0, int(len(lat) * 0.99 + 0.5) - 1)], lat[-1]
+
+
+def measure_floor(cp: LocalControlPlane, jobs: int, timeout: float) -> dict[str, Any]:
+    """The same-run floor: `jobs` plain Jobs suspended by a parallel patch, no operator."""
+    cp.kubectl("create", "namespace", "floor")
+    while cp.kubectl("-n", "floor", "get", "sa", "default", check=False).returncode:
+        time.sleep(0.2)
+    docs = [plain_job(i) for i in range(jobs)]
+    for k in range(0, len(docs), 100):
+        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs[k : k + 100]))
+    wait_all_running(cp, "floor", jobs, timeout=max(300.0, jobs * 0.6))
+    watch = JobWatch(cp, "floor")
+    time.sleep(2)  # the watch's initial listing is not a change
+    watch.armed = True
+    t0 = time.time()
+    asyncio.run(suspend_all(cp.kubeconfig, "floor", [d["metadata"]["name"] for d in docs]))
+    patched = time.time() - t0
+    while len(watch.first_done) < jobs and time.time() < t0 + timeout:
+        time.sleep(0.5)
+    watch.close()
+    p50, p99, worst = percentiles([t - t0 for t in watch.first_done.values()])
+    log(
+        f"floor: {len(watch.first_done)}/{jobs} suspended; p50 {p50}s p99 {p99}s "
+        f"(patches sent in {patched:.1f}s)"
+    )
+    cp.kubectl("delete", "namespace", "floor", "--wait=true", "--timeout=600s")
+    return {
+        "reached": len(watch.first_done),
+        "p50_s": round(p50, 2) if p50 is not None else None,
+        "p99_s": round(p99, 2) if p99 is not None else None,
+        "max_s": round(worst, 2) if worst is not None else None,
+        "patches_sent_s": round(patched, 2),
+    }
 
 
 def log(msg: str) -> None:
@@ -142,12 +259,27 @@ def log(msg: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", type=int, default=500)
-    ap.add_argument("--nodes", type=int, default=200)
+    ap.add_argument("--jobs", type=int, default=1000, help="CarbonAwareJobs (and floor Jobs) to run")
+    ap.add_argument("--nodes", type=int, default=500, help="kwok GPU nodes (8 GPUs each)")
+    ap.add_argument(
+        "--rss-steps",
+        default="",
+        help="comma-separated job counts at which to record the operator's RSS while jobs are added "
+        "(default: a quarter, half and all of --jobs)",
+    )
     ap.add_argument("--tick-seconds", type=float, default=10.0, help="operator reconcile interval per job")
-    ap.add_argument("--lead-seconds", type=float, default=240.0, help="time to settle before the change")
+    ap.add_argument(
+        "--steady-seconds", type=float, default=240.0, help="steady state measured before the change"
+    )
     ap.add_argument("--timeout", type=float, default=300.0, help="give up this long after the change")
+    ap.add_argument("--no-floor", action="store_true", help="skip the direct-suspend floor")
+    ap.add_argument("--json-out", type=Path, help="also write the result here")
     args = ap.parse_args()
+    steps = sorted({int(x) for x in args.rss_steps.split(",") if x.strip()} | {args.jobs})
+    if not args.rss_steps:
+        steps = sorted({max(1, args.jobs // 4), max(1, args.jobs // 2), args.jobs})
+    if steps[-1] > args.jobs:
+        ap.error("--rss-steps may not exceed --jobs")
 
     work = Path(tempfile.mkdtemp(prefix="gridwise-scale-"))
     trace = work / "trace.csv"
@@ -157,15 +289,20 @@ def main() -> int:
     cp.start()
     op: subprocess.Popen[bytes] | None = None
     try:
-        cp.wait_nodes_ready(cp.add_gpu_nodes(GPUNodePool(count=args.nodes, gpus_per_node=8)), timeout=180)
+        cp.wait_nodes_ready(cp.add_gpu_nodes(GPUNodePool(count=args.nodes, gpus_per_node=8)), timeout=300)
+        floor = None if args.no_floor else measure_floor(cp, args.jobs, args.timeout)
         cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         cp.kubectl("wait", "--for=condition=Established", "crd/carbonawarejobs.gridwise.dev")
         cp.kubectl("create", "namespace", "bench")
         while cp.kubectl("-n", "bench", "get", "sa", "default", check=False).returncode:
             time.sleep(0.2)
+        # The replay clock runs at wall speed; its start leaves time for every job to start (about
+        # 0.9 s per job on this machine) plus the steady window before the grid turns dirty.
+        settle_budget = max(300.0, args.jobs * 0.9)
+        lead = settle_budget + args.steady_seconds
         anchor = time.time() + 5
-        start = CHANGE - timedelta(seconds=args.lead_seconds)
-        change_wall = anchor + args.lead_seconds
+        start = CHANGE - timedelta(seconds=lead)
+        change_wall = anchor + lead
         op_log = (work / "operator.log").open("wb")
         op = subprocess.Popen(
             [
@@ -182,19 +319,23 @@ def main() -> int:
         )  # fmt: skip
         time.sleep(6)
         idle_rss = rss_kib(op.pid, "VmRSS")
-        log(f"operator idle RSS {idle_rss / 1024:.1f} MiB; applying {args.jobs} CarbonAwareJobs")
-        docs = [caj(i, trace) for i in range(args.jobs)]
-        for k in range(0, len(docs), 100):
-            cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs[k : k + 100]))
-        while True:
-            state = jobs_state(cp)
-            running = sum(1 for s, a in state.values() if not s and a > 0)
-            if running == args.jobs:
-                break
-            if time.time() > change_wall - 5:
-                raise SystemExit(f"{running}/{args.jobs} jobs ran before the change: raise --lead-seconds")
-            time.sleep(2)
+        log(f"operator idle RSS {idle_rss / 1024:.1f} MiB; adding jobs in steps {steps}")
+        rss_at: dict[str, float] = {}
+        applied = 0
+        for step in steps:
+            docs = [caj(i, trace) for i in range(applied, step)]
+            for k in range(0, len(docs), 100):
+                cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs[k : k + 100]))
+            applied = step
+            wait_all_running(
+                cp, "bench", step, timeout=max(0.0, change_wall - args.steady_seconds - time.time())
+            )
+            time.sleep(min(30.0, 3 * args.tick_seconds))  # a few ticks at this size
+            rss_at[str(step)] = round(rss_kib(op.pid, "VmRSS") / 1024, 1)
+            log(f"{step} jobs running; operator RSS {rss_at[str(step)]} MiB")
         steady_from = time.time()
+        if change_wall - steady_from < args.steady_seconds * 0.5:
+            raise SystemExit("jobs took too long to start: raise --steady-seconds or lower --jobs")
         log(f"all {args.jobs} jobs running; grid turns dirty in {change_wall - steady_from:.0f}s")
         watch = JobWatch(cp)
         while time.time() < change_wall:
@@ -205,31 +346,43 @@ def main() -> int:
             time.sleep(0.5)
         end = time.time()
         watch.close()
-        reached = {name: t - change_wall for name, t in watch.first_done.items()}
+        p50, p99, worst = percentiles([t - change_wall for t in watch.first_done.values()])
         peak_rss = rss_kib(op.pid, "VmHWM")
         time.sleep(3)  # let the batched audit backend flush
-        steady_requests = operator_requests(cp.audit_log, steady_from, steady_until)
-        total_requests = operator_requests(cp.audit_log, steady_from, end)
-        lat = sorted(reached.values())
-        p99 = lat[max(0, int(len(lat) * 0.99) - 1)] if lat else None
-        steady_hours = (steady_until - steady_from) / 3600
-        result = {
+        steady = operator_requests(cp.audit_log, steady_from, steady_until)
+        during = operator_requests(cp.audit_log, steady_until, end)
+        job_hours = args.jobs * (steady_until - steady_from) / 3600
+        per_job_hour = {k: round(v / job_hours, 2) for k, v in sorted(steady.items())}
+        writes = sum(v for k, v in steady.items() if k.split(" ")[0] in WRITE_VERBS)
+        result: dict[str, Any] = {
             "jobs": args.jobs,
             "nodes": args.nodes,
             "tick_seconds": args.tick_seconds,
-            "jobs_reached_new_state": len(lat),
-            "latency_p50_s": round(statistics.median(lat), 2) if lat else None,
-            "latency_p99_s": round(p99, 2) if p99 is not None else None,
-            "latency_max_s": round(lat[-1], 2) if lat else None,
-            "p99_over_tick": round(p99 / args.tick_seconds, 2) if p99 is not None else None,
-            "api_requests_per_job_hour_steady": round(steady_requests / args.jobs / steady_hours, 1),
-            "api_requests_during_change": total_requests - steady_requests,
-            "operator_idle_rss_mib": round(idle_rss / 1024, 1),
-            "operator_peak_rss_mib": round(peak_rss / 1024, 1),
-            "peak_over_idle_rss": round(peak_rss / idle_rss, 2),
+            "operator": {
+                "reached": len(watch.first_done),
+                "p50_s": round(p50, 2) if p50 is not None else None,
+                "p99_s": round(p99, 2) if p99 is not None else None,
+                "max_s": round(worst, 2) if worst is not None else None,
+            },
+            "floor": floor,
+            "api_requests_per_job_hour_steady": round(sum(steady.values()) / job_hours, 2),
+            "api_writes_per_job_hour_steady": round(writes / job_hours, 2),
+            "api_requests_per_job_hour_by_verb": per_job_hour,
+            "api_requests_during_change_by_verb": dict(sorted(during.items())),
+            "operator_rss_mib": {
+                "idle": round(idle_rss / 1024, 1),
+                **rss_at,
+                "peak": round(peak_rss / 1024, 1),
+            },
         }
-        print(json.dumps(result, indent=2))
-        return 0 if len(lat) == args.jobs else 1
+        if floor and floor.get("p99_s") and p99 is not None:
+            result["p99_over_floor_p99"] = round(p99 / floor["p99_s"], 2)
+            result["p50_over_floor_p50"] = round((p50 or 0) / floor["p50_s"], 2)
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.json_out:
+            args.json_out.write_text(text + "\n")
+        return 0 if len(watch.first_done) == args.jobs else 1
     finally:
         if op is not None:
             op.terminate()

@@ -1,9 +1,13 @@
 """From a plan to one decision for now: run how many replicas, and why.
 
 Pure: the operator, the demo and the tests call it with what they observed. The planner
-says what is cleanest; this module adds the operator's safety rules on top: a stale
-signal keeps the job running, the deadline guard overrides the pause budget, and a
-replica count is always within min..max or 0.
+says what is cleanest; this module adds the operator's safety rules on top:
+
+- a signal degrades in steps: fresh -> stale but still inside the last good forecast (keep
+  following that forecast) -> nothing covers now (run at the width the deadline requires, never
+  paused, never blindly at max);
+- the deadline guard overrides the pause budget;
+- a replica count is always within min..max or 0.
 """
 
 from __future__ import annotations
@@ -12,17 +16,44 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gridwise.api import JobSpec
-from gridwise.carbon import SignalReading
+from gridwise.carbon import IntensityPoint, SignalReading
 from gridwise.planner import Plan, PlanRequest, plan
+from gridwise.planner.scaling import throughputs
 
 REASON_INTENSITY = "CarbonIntensity"
 REASON_FORECAST = "Forecast"
 REASON_DEADLINE = "DeadlineGuard"
 REASON_STALE = "CarbonSignalStale"
+REASON_STALE_FORECAST = "StaleForecast"
 REASON_BASELINE = "RunNow"
+REASON_DONE = "WorkDone"
 MIN_RESIZE_DWELL_MINUTES = 30.0
-REASONS = (REASON_INTENSITY, REASON_FORECAST, REASON_DEADLINE, REASON_STALE, REASON_BASELINE)
+# Without a signal the job runs at the fewest replicas that finish with this share of the time
+# to the deadline left over (and at least DEADLINE_MARGIN_MIN_HOURS): room for restarts.
+DEADLINE_MARGIN = 0.2
+DEADLINE_MARGIN_MIN_HOURS = 0.5
+REASONS = (
+    REASON_INTENSITY,
+    REASON_FORECAST,
+    REASON_DEADLINE,
+    REASON_STALE,
+    REASON_STALE_FORECAST,
+    REASON_BASELINE,
+    REASON_DONE,
+)
 KINDS = ("pause", "resume", "scale")
+
+# Signal steps (the CarbonSignalStale condition's reasons).
+SIGNAL_FRESH = "Fresh"
+SIGNAL_FOLLOWING_FORECAST = "FollowingLastForecast"
+SIGNAL_NONE = "NoUsableSignal"
+
+# DeadlineAtRisk reasons.
+RISK_ON_TRACK = "OnTrack"
+RISK_INFEASIBLE = "Infeasible"
+RISK_PASSED = "DeadlinePassed"
+RISK_NO_PLAN = "NoPlan"
+RISK_DONE = "WorkDone"
 
 
 @dataclass(frozen=True)
@@ -33,6 +64,8 @@ class Decision:
     plan: Plan | None
     next_change_time: datetime | None = None
     next_change_replicas: int | None = None
+    signal: str = SIGNAL_FRESH  # which step of signal degradation the decision was made on
+    risk: str = RISK_ON_TRACK  # the DeadlineAtRisk reason
 
     def kind(self, current: int) -> str:
         """pause, resume, scale, or none: how this decision changes a job running `current` replicas."""
@@ -43,6 +76,16 @@ class Decision:
         if current == 0:
             return "resume"
         return "scale"
+
+    def deadline_condition(self) -> tuple[str, str, str]:
+        """(status, reason, message) of DeadlineAtRisk: Unknown when no plan backs a verdict."""
+        if self.risk in (RISK_INFEASIBLE, RISK_PASSED):
+            return "True", self.risk, self.message
+        if self.risk == RISK_ON_TRACK:
+            return "False", RISK_ON_TRACK, "the plan meets the deadline"
+        if self.risk == RISK_DONE:
+            return "False", RISK_DONE, "all planned work is done"
+        return "Unknown", RISK_NO_PLAN, f"no carbon plan: {self.message}"
 
 
 def _switching_cost_gpu_hours(spec: JobSpec) -> float:
@@ -59,26 +102,145 @@ def decide(
     pauses_in_last_day: int,
     throughput_table: dict[int, float] | None = None,
 ) -> Decision:
-    """The replica count for now: never a pause on a stale signal, never a missed deadline for a pause."""
+    """The replica count for now: never a pause without a signal, never a missed deadline for a pause."""
     if remaining_work_gpu_hours <= 0:
-        return Decision(current_replicas, REASON_FORECAST, "all planned work is done", None)
-    if reading.stale or reading.current is None:
-        keep = current_replicas if current_replicas > 0 else spec.max_replicas
-        return Decision(
-            keep,
-            REASON_STALE,
-            f"carbon signal unavailable ({reading.reason}); running at {keep} replicas so the deadline holds",
-            None,
-        )
+        return Decision(current_replicas, REASON_DONE, "all planned work is done", None, risk=RISK_DONE)
     if spec.deadline <= now:
         return Decision(
             spec.max_replicas,
             REASON_DEADLINE,
             f"deadline {spec.deadline:%Y-%m-%d %H:%M}Z has passed with work left; running at max replicas",
             None,
+            signal=_signal_step(reading, now),
+            risk=RISK_PASSED,
         )
+    current = _covering(reading, now)
+    if current is None:
+        return _deadline_only(
+            spec, reading, now, remaining_work_gpu_hours, current_replicas, throughput_table
+        )
+    decision = _planned(
+        spec,
+        reading,
+        current,
+        now=now,
+        remaining_work_gpu_hours=remaining_work_gpu_hours,
+        current_replicas=current_replicas,
+        pauses_in_last_day=pauses_in_last_day,
+        throughput_table=throughput_table,
+    )
+    if not reading.stale:
+        return decision
+    reason = decision.reason if decision.reason == REASON_DEADLINE else REASON_STALE_FORECAST
+    return Decision(
+        decision.replicas,
+        reason,
+        f"{decision.message} (signal stale: following the last good forecast; {reading.reason})",
+        decision.plan,
+        decision.next_change_time,
+        decision.next_change_replicas,
+        signal=SIGNAL_FOLLOWING_FORECAST,
+        risk=decision.risk,
+    )
+
+
+def _signal_step(reading: SignalReading, now: datetime) -> str:
+    if not reading.stale and _covering(reading, now) is not None:
+        return SIGNAL_FRESH
+    return SIGNAL_NONE if _covering(reading, now) is None else SIGNAL_FOLLOWING_FORECAST
+
+
+def signal_step(reading: SignalReading | None, now: datetime) -> str:
+    """Which degradation step a reading is in: Fresh, FollowingLastForecast or NoUsableSignal."""
+    return SIGNAL_NONE if reading is None else _signal_step(reading, now)
+
+
+def _covering(reading: SignalReading, now: datetime) -> IntensityPoint | None:
+    """The reading's value for now: its current point, or the forecast point that covers now."""
+    for point in (reading.current, *reading.forecast):
+        if point is not None and point.start <= now < point.end:
+            return point
+    if not reading.stale and reading.current is not None:
+        return reading.current  # a fresh value is the value now even if its slot is reported loosely
+    return None
+
+
+def deadline_width(
+    spec: JobSpec,
+    now: datetime,
+    remaining_work_gpu_hours: float,
+    throughput_table: dict[int, float] | None = None,
+) -> int:
+    """Fewest replicas that finish the remaining work before the deadline with a margin (else max)."""
+    hours_left = (spec.deadline - now).total_seconds() / 3600.0
+    usable = hours_left - max(DEADLINE_MARGIN * hours_left, DEADLINE_MARGIN_MIN_HOURS)
+    rates = throughputs(spec.max_replicas, spec.scaling_efficiency, throughput_table)
+    for n in range(spec.min_replicas, spec.max_replicas + 1):
+        rate = rates[n]
+        if rate > 0 and usable > 0 and remaining_work_gpu_hours / rate <= usable:
+            return n
+    return spec.max_replicas
+
+
+def must_run_now(
+    spec: JobSpec,
+    now: datetime,
+    remaining_work_gpu_hours: float,
+    throughput_table: dict[int, float] | None = None,
+    lookahead: timedelta = timedelta(hours=1),
+) -> bool:
+    """True when waiting `lookahead` longer would leave too little time even at max replicas."""
+    rate = throughputs(spec.max_replicas, spec.scaling_efficiency, throughput_table)[spec.max_replicas]
+    if remaining_work_gpu_hours <= 0:
+        return False
+    if rate <= 0:
+        return True
+    later = now + lookahead
+    hours_left = (spec.deadline - later).total_seconds() / 3600.0
+    usable = hours_left - max(DEADLINE_MARGIN * hours_left, DEADLINE_MARGIN_MIN_HOURS)
+    return remaining_work_gpu_hours / rate > usable
+
+
+def _deadline_only(
+    spec: JobSpec,
+    reading: SignalReading,
+    now: datetime,
+    remaining: float,
+    current_replicas: int,
+    throughput_table: dict[int, float] | None,
+) -> Decision:
+    """No value covers now: run (never pause) at the width the deadline requires; keep a larger size."""
+    need = deadline_width(spec, now, remaining, throughput_table)
+    keep = max(need, current_replicas) if current_replicas > 0 else need
+    keep = max(spec.min_replicas, min(spec.max_replicas, keep))
+    rates = throughputs(spec.max_replicas, spec.scaling_efficiency, throughput_table)
+    hours_left = (spec.deadline - now).total_seconds() / 3600.0
+    fits = rates[spec.max_replicas] > 0 and remaining / rates[spec.max_replicas] <= hours_left
+    return Decision(
+        keep,
+        REASON_STALE,
+        f"carbon signal unavailable ({reading.reason}); running {keep} of {spec.max_replicas} replicas, "
+        "what the deadline requires",
+        None,
+        signal=SIGNAL_NONE,
+        risk=RISK_NO_PLAN if fits else RISK_INFEASIBLE,
+    )
+
+
+def _planned(
+    spec: JobSpec,
+    reading: SignalReading,
+    current: IntensityPoint,
+    *,
+    now: datetime,
+    remaining_work_gpu_hours: float,
+    current_replicas: int,
+    pauses_in_last_day: int,
+    throughput_table: dict[int, float] | None,
+) -> Decision:
     horizon_end = now + timedelta(hours=spec.policy.forecast_horizon_hours)
-    forecast = [p for p in (reading.current, *reading.forecast) if p.end > now and p.start < horizon_end]
+    points = (current, *(p for p in (reading.current, *reading.forecast) if p is not None))
+    forecast = [p for p in points if p.end > now and p.start < horizon_end]
     forecast = sorted({p.start: p for p in forecast}.values(), key=lambda p: p.start)
     request = PlanRequest(
         now=now,
@@ -98,7 +260,7 @@ def decide(
         pauses_in_last_day=pauses_in_last_day,
     )
     result = plan(request)
-    intensity = reading.current.grams_per_kwh
+    intensity = current.grams_per_kwh
     units = f"{intensity:.0f} gCO2/kWh ({reading.signal_type})"
     if not result.feasible:
         return Decision(
@@ -106,6 +268,7 @@ def decide(
             REASON_DEADLINE,
             f"deadline {spec.deadline:%Y-%m-%d %H:%M}Z at risk ({result.reason}); running at max replicas",
             result,
+            risk=RISK_INFEASIBLE,
         )
     replicas = result.replicas_now
     if replicas != 0:

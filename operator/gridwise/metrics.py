@@ -133,5 +133,21 @@ class OperatorMetrics:
         self.reconcile_errors = Counter(
             "gridwise_reconcile_errors", "Reconciles that failed and will be retried.", registry=self.registry
         )
+        self.status_writes = Counter(
+            "gridwise_status_writes",
+            "CarbonAwareJob status writes, by what made the write worth it (interval: periodic).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.status_write_errors = Counter(
+            "gridwise_status_write_errors",
+            "Status writes the API server refused or did not answer; kept in memory and retried.",
+            registry=self.registry,
+        )
+        self.zone_wakes = Counter(
+            "gridwise_zone_wakes",
+            "Carbon signal changes that woke every job in their zone.",
+            registry=self.registry,
+        )
         self.jobs = JobCollector()
         self.registry.register(self.jobs)

@@ -34,6 +34,7 @@ class SignalHub:
         self._clock = clock
         self._env = dict(env)
         self._signals: dict[str, CarbonSignal] = {}
+        self._specs: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
         self._ttl_s, self._min_interval_s, self._timeout_s = ttl_s, min_interval_s, timeout_s
 
@@ -53,10 +54,15 @@ class SignalHub:
                     timeout_s=self._timeout_s,
                 )
                 self._signals[key] = found
+                self._specs[key] = dict(carbon)
             return found
+
+    def items(self) -> list[tuple[str, dict[str, Any], CarbonSignal]]:
+        """Every shared signal with the carbon spec that made it (the zone watcher reads them)."""
+        return [(key, self._specs[key], signal) for key, signal in list(self._signals.items())]
 
     async def aclose(self) -> None:
         async with self._lock:
-            signals, self._signals = list(self._signals.values()), {}
+            signals, self._signals, self._specs = list(self._signals.values()), {}, {}
         for s in signals:
             await s.aclose()

@@ -1,4 +1,4 @@
-"""The operator's energy and emissions arithmetic, including the run-now baseline."""
+"""Energy and emissions arithmetic: pods that really ran, split intervals, back-fill, avoided parts."""
 
 from __future__ import annotations
 
@@ -6,23 +6,43 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gridwise.accounting import Totals, advance, throughput
+from gridwise.accounting import Model, Totals, Usage, advance, changes_for, throughput
 
 T = datetime(2022, 6, 1, tzinfo=UTC)
 
 
-def step(totals: Totals, hours: float, replicas: int, intensity: float, **kw: float) -> Totals:
-    return advance(
-        totals,
-        start=T,
-        end=T + timedelta(hours=hours),
-        replicas=replicas,
-        intensity_grams_per_kwh=intensity,
+def model(**kw: float) -> Model:
+    return Model(
         power_per_replica_watts=kw.get("power", 500.0),
         scaling_efficiency=kw.get("eff", 1.0),
         max_replicas=int(kw.get("max", 2)),
         work_gpu_hours=kw.get("work", 10.0),
-        measured_energy_joules=kw.get("energy"),
+    )
+
+
+def step(
+    totals: Totals,
+    hours: float,
+    replicas: int,
+    intensity: float | None,
+    *,
+    start: datetime = T,
+    after: Usage | None = None,
+    energy: float | None = None,
+    work_done: float | None = None,
+    **kw: float,
+) -> Totals:
+    before = Usage(replicas, replicas)
+    return advance(
+        totals,
+        start=start,
+        end=start + timedelta(hours=hours),
+        before=before,
+        after=after if after is not None else before,
+        intensities=[(start, intensity)],
+        model=model(**kw),
+        measured_energy_joules=energy,
+        measured_work_gpu_hours=work_done,
     )
 
 
@@ -38,14 +58,38 @@ def test_paused_time_costs_nothing_but_the_baseline_runs() -> None:
     assert t.energy_joules == 0 and t.emissions_grams == 0 and t.work_done_gpu_hours == 0
     assert t.baseline_emissions_grams == pytest.approx(300.0)  # max=2 replicas, 1 kWh
     assert t.baseline_work_gpu_hours == pytest.approx(2.0)
+    assert t.baseline_energy_joules == pytest.approx(3.6e6)
 
 
-def test_shifting_work_to_clean_hours_avoids_emissions() -> None:
+def test_shifting_work_to_clean_hours_avoids_emissions_by_timing() -> None:
     t = step(Totals(), 5, 0, 400.0)  # baseline does all 10 GPU-h at 400 g/kWh: 5 kWh -> 2000 g
-    t = step(t, 5, 2, 100.0)  # we do it later at 100 g/kWh: 500 g
+    t = step(t, 5, 2, 100.0, start=T + timedelta(hours=5))  # we do it later at 100 g/kWh: 500 g
     assert t.baseline_emissions_grams == pytest.approx(2000.0)
     assert t.emissions_grams == pytest.approx(500.0)
-    assert t.avoided_grams() == pytest.approx(1500.0)
+    avoided = t.avoided()
+    assert avoided.total_grams == pytest.approx(1500.0)
+    assert avoided.timing_grams == pytest.approx(1500.0), "same width as the baseline: all of it is timing"
+    assert avoided.width_grams == pytest.approx(0.0, abs=1e-9)
+
+
+def test_on_a_flat_grid_a_narrow_job_avoids_nothing_by_timing() -> None:
+    """1 of 4 replicas with sub-linear scaling: the saving is width (less energy per work), not timing."""
+    t = step(Totals(), 10, 1, 300.0, max=4, eff=0.9, work=100.0)
+    avoided = t.avoided()
+    assert avoided.timing_grams == pytest.approx(0.0, abs=1e-6)
+    assert avoided.width_grams > 0
+    assert avoided.total_grams == pytest.approx((t.baseline_grams_per_gpu_hour or 0) * 10 - t.emissions_grams)
+    assert avoided.total_grams / ((t.baseline_grams_per_gpu_hour or 0) * 10) == pytest.approx(
+        1 - 0.81, abs=1e-3
+    )
+
+
+def test_the_two_parts_add_up_on_a_varying_grid() -> None:
+    t = step(Totals(), 2, 0, 500.0, max=4, eff=0.8, work=20.0)
+    t = step(t, 6, 2, 100.0, start=T + timedelta(hours=2), max=4, eff=0.8, work=20.0)
+    a = t.avoided()
+    assert a.timing_grams > 0 and a.width_grams > 0
+    assert a.timing_grams + a.width_grams == pytest.approx(t.avoided_grams())
 
 
 def test_estimated_replicas_stop_drawing_power_when_the_work_is_done() -> None:
@@ -58,6 +102,65 @@ def test_measured_energy_wins_over_the_model() -> None:
     t = step(Totals(), 1, 2, 100.0, energy=1.8e6)
     assert t.energy_joules == pytest.approx(1.8e6)
     assert t.emissions_grams == pytest.approx(0.5 * 100)
+
+
+def test_pending_pods_do_no_work_and_draw_nothing() -> None:
+    t = advance(
+        Totals(), start=T, end=T + timedelta(hours=1), before=Usage(0, 0), after=Usage(0, 0),
+        intensities=[(T, 100.0)], model=model(),
+    )  # fmt: skip
+    assert t.work_done_gpu_hours == 0 and t.energy_joules == 0
+
+
+def test_terminating_pods_draw_power_but_do_no_work() -> None:
+    """After a pause is patched the pods checkpoint for their grace period: energy, no work."""
+    t = advance(
+        Totals(), start=T, end=T + timedelta(minutes=2), before=Usage(0, 2), after=Usage(0, 2),
+        intensities=[(T, 100.0)], model=model(),
+    )  # fmt: skip
+    assert t.work_done_gpu_hours == 0
+    assert t.energy_joules == pytest.approx(2 * 500 * 120)
+
+
+def test_a_pod_count_change_is_booked_half_and_half() -> None:
+    t = advance(
+        Totals(), start=T, end=T + timedelta(hours=2), before=Usage(0, 0), after=Usage(2, 2),
+        intensities=[(T, 100.0)], model=model(),
+    )  # fmt: skip
+    assert t.work_done_gpu_hours == pytest.approx(2.0)  # 1 h at 0, 1 h at 2
+    assert t.energy_joules == pytest.approx(2 * 500 * 3600)
+
+
+def test_the_interval_is_split_where_the_intensity_changed() -> None:
+    changes = changes_for(T, 100.0, 500.0, T + timedelta(minutes=30))
+    t = advance(
+        Totals(), start=T, end=T + timedelta(hours=1), before=Usage(2, 2), after=Usage(2, 2),
+        intensities=changes, model=model(),
+    )  # fmt: skip
+    # 0.5 kWh at 100 then 0.5 kWh at 500
+    assert t.emissions_grams == pytest.approx(50 + 250)
+
+
+def test_time_before_the_first_reading_is_back_filled() -> None:
+    t = advance(
+        Totals(), start=T, end=T + timedelta(hours=1), before=Usage(2, 2), after=Usage(2, 2),
+        intensities=changes_for(T, None, None, None), model=model(),
+    )  # fmt: skip
+    assert t.emissions_grams == 0 and t.unpriced_energy_joules == pytest.approx(3.6e6)
+    assert t.avoided_grams() == 0, "nothing is claimed while the energy has no price"
+    start = T + timedelta(hours=1)
+    t = advance(
+        t, start=start, end=start + timedelta(hours=1), before=Usage(2, 2), after=Usage(2, 2),
+        intensities=changes_for(start, None, 200.0, start), model=model(),
+    )  # fmt: skip
+    assert t.unpriced_energy_joules == 0
+    assert t.emissions_grams == pytest.approx(2 * 200.0), "both hours priced at the first reading"
+    assert t.baseline_emissions_grams == pytest.approx(2 * 200.0)
+
+
+def test_measured_work_replaces_the_model() -> None:
+    t = step(Totals(), 1, 2, 100.0, work_done=0.5)
+    assert t.work_done_gpu_hours == pytest.approx(0.5)
 
 
 def test_scaling_efficiency_model() -> None:

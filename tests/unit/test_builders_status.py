@@ -7,10 +7,23 @@ from typing import Any
 
 import pytest
 
-from gridwise.accounting import Totals
+from gridwise.accounting import Totals, Usage
 from gridwise.api import SpecError, parse_duration, parse_job_spec
+from gridwise.k8s.actuator import ANNOTATION_GENERATION, ANNOTATION_SHAPE, Actuator, shape_of
 from gridwise.k8s.builders import build_job, build_scale_patch
-from gridwise.k8s.reconciler import build_status
+from gridwise.k8s.reconciler import job_state, pod_info
+from gridwise.step import (
+    ADOPT,
+    CREATE,
+    OWNER_NONE,
+    OWNER_OTHER,
+    OWNER_US,
+    SCALE,
+    Accounted,
+    Action,
+    Resource,
+    build_status,
+)
 
 NOW = datetime(2022, 6, 1, tzinfo=UTC)
 BODY: dict[str, Any] = {"metadata": {"name": "train", "namespace": "ml", "uid": "u-1", "labels": {}}}
@@ -92,14 +105,91 @@ def test_pause_keeps_the_replica_count_for_the_resume() -> None:
 def test_status_shape_and_displays() -> None:
     spec = parse_job_spec("train", "ml", spec_dict(), NOW)
     totals = Totals(energy_joules=3.6e6, emissions_grams=100, work_done_gpu_hours=3,
-                    baseline_emissions_grams=500, baseline_work_gpu_hours=3)  # fmt: skip
+                    baseline_energy_joules=3.6e6, baseline_emissions_grams=500,
+                    baseline_work_gpu_hours=3)  # fmt: skip
+    acc = Accounted(totals, None, "estimate", Usage(1, 1), 100.0, {})
     st = build_status(
-        spec, now=NOW, phase="Running", replicas=1, desired=1, totals=totals, reading=None,
-        progress_source="estimate", trainer_energy=None, pause_times=[], decision=None,
-        conditions=[], previous={},
+        spec, now=NOW, phase="Running", replicas=1, desired=1, accounted=acc, reading=None,
+        pause_times=[], decision=None, conditions=[], previous={}, measured={},
     )  # fmt: skip
     assert st["progress"] == 0.5 and st["progressDisplay"] == "50%"
     assert st["avoidedEmissionsGrams"] == 400 and st["avoidedEmissionsDisplay"] == "400g"
+    assert st["avoidedEmissions"] == {"timingGrams": 400.0, "widthGrams": 0.0}
     assert st["accounting"]["lastTime"] == "2022-06-01T00:00:00Z"
     assert st["deadline"] == "2022-06-02T12:00:00Z"
-    assert st["nextChange"] is None
+    assert st["nextChange"] is None and st["runningPods"] == 1
+
+
+def _job(**meta: Any) -> dict[str, Any]:
+    return {"metadata": {"uid": "j", **meta}, "spec": {"suspend": False, "parallelism": 2}, "status": {}}
+
+
+def test_job_ownership_is_classified() -> None:
+    res = Resource("train", "ml", "u-1", 1, spec_dict())
+    ours = _job(ownerReferences=[{"uid": "u-1", "controller": True}])
+    assert job_state(ours, res).owner == OWNER_US
+    labels = {"gridwise.dev/job": "train", "app.kubernetes.io/managed-by": "gridwise"}
+    assert job_state(_job(labels=labels), res).owner == OWNER_NONE, "our labels, owner reference removed"
+    assert job_state(_job(), res).owner == OWNER_OTHER, "a stranger's Job with the same name"
+    gone = _job(ownerReferences=[{"uid": "other", "controller": True}], labels=labels)
+    assert job_state(gone, res).owner == OWNER_OTHER
+
+
+def test_pods_are_indexed_by_what_they_do() -> None:
+    assert pod_info({"metadata": {"name": "p"}, "status": {"phase": "Succeeded"}}) is None
+    p = pod_info(
+        {"metadata": {"name": "p", "deletionTimestamp": "x"}, "status": {"phase": "Running", "podIP": "1"}}
+    )
+    assert p is not None and p.terminating and p.phase == "Running"
+
+
+class FakeKube:
+    """Records the API calls the actuator makes (the API server is tested in tests/cluster)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("create", manifest))
+        return manifest
+
+    async def patch_job(self, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", patch))
+        return {}
+
+    async def delete_job(self, ns: str, name: str) -> None:
+        self.calls.append(("delete", name))
+
+
+async def test_a_scale_never_sets_completions_on_a_nonindexed_job() -> None:
+    kube = FakeKube()
+    spec = parse_job_spec("train", "ml", spec_dict(replicas={"min": 1, "max": 4}), NOW)
+    await Actuator(kube).apply(BODY, spec, 2, [Action(SCALE, replicas=3, suspend=False, indexed=False)])  # type: ignore[arg-type]
+    assert kube.calls == [("patch", {"spec": {"suspend": False, "parallelism": 3}})]
+    kube.calls.clear()
+    await Actuator(kube).apply(BODY, spec, 2, [Action(SCALE, replicas=3, suspend=False, indexed=True)])  # type: ignore[arg-type]
+    assert kube.calls == [("patch", {"spec": {"suspend": False, "parallelism": 3, "completions": 3}})]
+
+
+async def test_created_jobs_carry_their_generation_and_template_fingerprint() -> None:
+    kube = FakeKube()
+    spec = parse_job_spec("train", "ml", spec_dict(replicas={"min": 1, "max": 2}), NOW)
+    await Actuator(kube).apply(BODY, spec, 7, [Action(CREATE, replicas=2), Action(ADOPT)])  # type: ignore[arg-type]
+    kinds = [c[1]["kind"] if c[0] == "create" else c[0] for c in kube.calls]
+    assert kinds == ["Service", "Job", "patch"], "an elastic Job gets its headless Service first"
+    ann = kube.calls[1][1]["metadata"]["annotations"]
+    assert ann == {ANNOTATION_GENERATION: "7", ANNOTATION_SHAPE: shape_of(spec)}
+    assert kube.calls[2][1]["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+def test_the_fingerprint_follows_the_pod_template_only() -> None:
+    base = parse_job_spec("train", "ml", spec_dict(), NOW)
+    assert shape_of(base) == shape_of(parse_job_spec("train", "ml", spec_dict(completeWithin="48h"), NOW))
+    steps = spec_dict(work={"gpuHours": 6, "totalSteps": 9999})
+    assert shape_of(base) != shape_of(parse_job_spec("train", "ml", steps, NOW))
+    assert shape_of(base) != shape_of(
+        parse_job_spec("train", "ml", spec_dict(compression={"mixedPrecision": "bf16"}), NOW)
+    )
+    assert shape_of(base) != shape_of(
+        parse_job_spec("train", "ml", spec_dict(replicas={"min": 1, "max": 2}), NOW)
+    )

@@ -6,7 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 from gridwise.api import JobSpec, PolicySpec
 from gridwise.carbon import IntensityPoint, SignalReading
-from gridwise.decide import REASON_DEADLINE, REASON_INTENSITY, REASON_STALE, decide
+from gridwise.decide import (
+    REASON_DEADLINE,
+    REASON_INTENSITY,
+    REASON_STALE,
+    REASON_STALE_FORECAST,
+    SIGNAL_FOLLOWING_FORECAST,
+    SIGNAL_NONE,
+    deadline_width,
+    decide,
+)
 
 NOW = datetime(2022, 6, 1, 12, tzinfo=UTC)
 
@@ -31,9 +40,9 @@ def spec(policy: str = "forecast", threshold: float | None = None, hours: float 
     )
 
 
-def reading(values: list[float], stale: bool = False) -> SignalReading:
+def reading(values: list[float], stale: bool = False, start: datetime = NOW) -> SignalReading:
     points = tuple(
-        IntensityPoint(NOW + timedelta(hours=i), NOW + timedelta(hours=i + 1), v)
+        IntensityPoint(start + timedelta(hours=i), start + timedelta(hours=i + 1), v)
         for i, v in enumerate(values)
     )
     return SignalReading(
@@ -48,17 +57,54 @@ def reading(values: list[float], stale: bool = False) -> SignalReading:
     )
 
 
-def test_stale_signal_never_pauses() -> None:
-    d = decide(spec(), reading([900.0] * 48, stale=True), now=NOW, remaining_work_gpu_hours=8,
+def test_no_signal_at_all_runs_at_the_width_the_deadline_requires() -> None:
+    """Not max replicas forever: 8 GPU-h in 48 h fits at 1 replica with a wide margin."""
+    d = decide(spec(), reading([], stale=True), now=NOW, remaining_work_gpu_hours=8,
                current_replicas=0, pauses_in_last_day=0)  # fmt: skip
-    assert d.replicas == 4 and d.reason == REASON_STALE
+    assert d.replicas == 1 and d.reason == REASON_STALE and d.signal == SIGNAL_NONE
     assert "provider timed out" in d.message
+    assert d.deadline_condition()[:2] == ("Unknown", "NoPlan"), "no plan: never 'OnTrack'"
 
 
-def test_stale_signal_keeps_the_current_size() -> None:
+def test_no_signal_with_a_tight_deadline_runs_wider() -> None:
+    d = decide(spec(hours=6, work=12), reading([], stale=True), now=NOW, remaining_work_gpu_hours=12,
+               current_replicas=0, pauses_in_last_day=0)  # fmt: skip
+    assert d.replicas == deadline_width(spec(hours=6, work=12), NOW, 12) >= 3
+    assert d.kind(0) == "resume"
+
+
+def test_no_signal_keeps_a_larger_running_size() -> None:
     d = decide(spec(), reading([], stale=True), now=NOW, remaining_work_gpu_hours=8,
                current_replicas=2, pauses_in_last_day=0)  # fmt: skip
     assert d.replicas == 2 and d.kind(2) == "none"
+
+
+def test_a_stale_value_keeps_following_the_last_good_forecast() -> None:
+    """Dirty now, clean later, per the forecast fetched before the provider went down: still waits."""
+    d = decide(spec(), reading([400.0] * 10 + [50.0] * 38, stale=True), now=NOW + timedelta(minutes=90),
+               remaining_work_gpu_hours=8, current_replicas=0, pauses_in_last_day=0)  # fmt: skip
+    assert d.replicas == 0 and d.reason == REASON_STALE_FORECAST
+    assert d.signal == SIGNAL_FOLLOWING_FORECAST and "following the last good forecast" in d.message
+    assert d.deadline_condition()[1] == "OnTrack"
+
+
+def test_past_the_last_forecast_the_job_runs_as_the_deadline_requires() -> None:
+    old = reading([400.0] * 4, stale=True, start=NOW - timedelta(hours=10))
+    d = decide(spec(), old, now=NOW, remaining_work_gpu_hours=8, current_replicas=0, pauses_in_last_day=0)
+    assert d.signal == SIGNAL_NONE and d.reason == REASON_STALE and d.replicas == 1
+
+
+def test_a_passed_deadline_is_reported_as_passed_not_on_track() -> None:
+    d = decide(spec(hours=-1), reading([], stale=True), now=NOW, remaining_work_gpu_hours=1,
+               current_replicas=0, pauses_in_last_day=0)  # fmt: skip
+    assert d.replicas == 4
+    assert d.deadline_condition()[:2] == ("True", "DeadlinePassed")
+
+
+def test_a_feasible_plan_is_on_track() -> None:
+    d = decide(spec(), reading([100.0] * 48), now=NOW, remaining_work_gpu_hours=8,
+               current_replicas=0, pauses_in_last_day=0)  # fmt: skip
+    assert d.deadline_condition() == ("False", "OnTrack", "the plan meets the deadline")
 
 
 def test_threshold_pauses_a_dirty_hour_with_slack() -> None:
@@ -79,6 +125,7 @@ def test_infeasible_work_runs_at_max_and_says_so() -> None:
     d = decide(spec(hours=2, work=50), reading([100.0] * 48), now=NOW, remaining_work_gpu_hours=50,
                current_replicas=0, pauses_in_last_day=0)  # fmt: skip
     assert d.replicas == 4 and d.reason == REASON_DEADLINE and d.kind(0) == "resume"
+    assert d.deadline_condition()[:2] == ("True", "Infeasible")
 
 
 def test_a_passed_deadline_with_work_left_runs_at_max() -> None:

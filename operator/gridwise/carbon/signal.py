@@ -61,15 +61,30 @@ class CarbonSignal:
     def provider(self) -> Provider:
         return self._provider
 
+    @property
+    def ttl_s(self) -> float:
+        return self._ttl.total_seconds()
+
     async def read(self) -> SignalReading:
         """The freshest reading the limits allow; concurrent callers share one provider call."""
         async with self._lock:
             now = self._clock.now()
-            if self._last is not None and not self._last.stale and now - self._last.fetched_at < self._ttl:
-                return self._last
+            last = self._last
+            # A value whose interval has ended no longer describes now: fetch once past its end,
+            # whatever the TTL, so a grid change is seen when it happens (not a TTL later).
+            ended = last is not None and last.current is not None and last.current.end <= now
+            tried_since_end = (
+                ended
+                and last is not None
+                and last.current is not None
+                and self._last_attempt is not None
+                and self._last_attempt >= last.current.end
+            )
+            if last is not None and not last.stale and now - last.fetched_at < self._ttl and not ended:
+                return last
             recent = self._last_attempt is not None and now - self._last_attempt < self._min_interval
-            if self._last is not None and recent:
-                return self._last
+            if last is not None and recent and (not ended or tried_since_end):
+                return last
             self._last_attempt = now
             try:
                 reading = await self._fetch_with_retries(now)

@@ -1,21 +1,62 @@
-"""kopf handlers: thin. Each one hands the object to the Reconciler and writes back what it returns.
+"""kopf handlers: thin. One loop per CarbonAwareJob hands the object to the Reconciler.
 
-Handlers are registered on a registry per operator instance (not kopf's global one), so
-tests and the demo can build operators with different clocks and tick intervals.
+Each job runs in its own kopf daemon, so no two reconciles of one job overlap and creation and
+the first reconcile are one. The loop sleeps until something can change its decision: its
+zone's carbon signal (one watcher for all zones, `wakeups.py`), an edit of its spec, or the time
+its plan said it changes. The interval (`--tick-seconds`) is only a safety net. The Reconciler
+writes the status itself, only when a reader would see a difference (`status_writes.py`), so a
+rejected write cannot stop anything and an unchanged job costs the API server nothing.
+Handlers are registered on a registry per operator instance (not kopf's global one), so tests
+and the demo can build operators with different clocks and intervals.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from gridwise.api import GROUP, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION
+from gridwise.api import GROUP, LABEL_JOB, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION, parse_time
 from gridwise.k8s.builders import job_name
-from gridwise.k8s.reconciler import Observed, Reconciler, TickResult, apply_result
+from gridwise.k8s.reconciler import IndexView, PodInfo, Reconciler, TickResult, pod_info
+from gridwise.k8s.wakeups import Wakeups, wall_seconds_until
 
 log = logging.getLogger(__name__)
+
+MIN_DELAY_S = 0.05
+JOB_SPEC_FIELDS = ("suspend", "parallelism", "completions", "completionMode")
+JOB_STATUS_FIELDS = ("active", "ready", "succeeded", "failed", "terminating")
+
+
+def slim_job(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a Job a decision reads: the index holds these, not templates or managedFields."""
+    meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    return {
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(GROUP)},
+            "ownerReferences": [
+                {k: r.get(k) for k in ("apiVersion", "kind", "name", "uid", "controller")}
+                for r in meta.get("ownerReferences") or []
+            ],
+            **({"deletionTimestamp": meta["deletionTimestamp"]} if meta.get("deletionTimestamp") else {}),
+        },
+        "spec": {k: spec[k] for k in JOB_SPEC_FIELDS if k in spec},
+        "status": {
+            **{k: status[k] for k in JOB_STATUS_FIELDS if k in status},
+            "conditions": [
+                {"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason")}
+                for c in status.get("conditions") or []
+            ],
+        },
+    }
 
 
 def _post(body: kopf.Body, result: TickResult) -> None:
@@ -23,49 +64,122 @@ def _post(body: kopf.Body, result: TickResult) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
 
 
-def _observed(body: kopf.Body, jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> Observed:
-    """The owned Job and its running pods' IPs from kopf's watch-fed indexes: no API call per tick."""
+def _index_view(body: kopf.Body, jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> IndexView:
+    """The owned Job and its pods from kopf's watch-fed indexes: no API call per reconcile."""
     key = (body.metadata.namespace, job_name(body.metadata.name or ""))
     found = list(jobs.get(key, []))
-    return Observed(job=found[0] if found else None, pod_ips=sorted(pods.get(key, [])))
+    infos = [p for p in pods.get(key, []) if isinstance(p, PodInfo)]
+    return IndexView(job=found[0] if found else None, pods=sorted(infos, key=lambda p: p.name))
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, *, tick_seconds: float) -> None:
+def next_delay(reconciler: Reconciler, result: TickResult, interval_s: float) -> float:
+    """Wall seconds until this job should be reconciled again if nothing wakes it first."""
+    delay = interval_s
+    if result.retry_after is not None:
+        delay = min(delay, result.retry_after)
+    clock = reconciler.ctx.clock
+    planned = (result.status.get("nextChange") or {}).get("time")
+    if planned:
+        # A resume planned for 14:00 happens at 14:00, not at the next safety-net pass.
+        with contextlib.suppress(ValueError):
+            delay = min(delay, wall_seconds_until(clock, parse_time(str(planned))))
+    # A deferred status write is due when its interval runs out (so a restart loses at most that).
+    due = result.write_due
+    if due is not None:
+        delay = min(delay, wall_seconds_until(clock, due))
+    return max(MIN_DELAY_S, delay)
+
+
+async def run_job(
+    reconciler: Reconciler,
+    wakeups: Wakeups,
+    body: kopf.Body,
+    indexes: tuple[kopf.Index[Any, Any], kopf.Index[Any, Any]],
+    stopped: kopf.DaemonStopped,
+    *,
+    interval_s: float,
+) -> None:
+    """Reconciles one CarbonAwareJob until kopf stops its daemon; never raises out."""
+    key = (body.metadata.namespace or "", body.metadata.name or "")
+    carbon = dict(body.spec.get("carbon") or {})
+    wake = wakeups.register(key, carbon)
+    failures = 0
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                result = await reconciler.tick(body, _index_view(body, *indexes))
+                failures = 0
+                _post(body, result)
+                if result.retry_after is not None:
+                    reconciler.ctx.metrics.reconcile_errors.inc()
+                delay = next_delay(reconciler, result, interval_s)
+            except Exception:  # the reconciler catches its own; this is the last line of defence
+                failures += 1
+                reconciler.ctx.metrics.reconcile_errors.inc()
+                log.exception("reconcile of %s/%s failed (attempt %d); retrying", *key, failures)
+                delay = min(interval_s, float(2 ** min(failures, 8)))
+            new_carbon = dict(body.spec.get("carbon") or {})
+            if new_carbon != carbon:  # a provider or zone switch moves the job to its new zone
+                carbon = new_carbon
+                wake = wakeups.register(key, carbon)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+    finally:
+        wakeups.forget(key)
+
+
+def register(
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, wakeups: Wakeups, *, tick_seconds: float
+) -> None:
     """Wires the CarbonAwareJob handlers (and the indexes they read) into `registry`."""
+    generations: dict[tuple[str, str], int] = {}
+
+    def wake_soon(key: tuple[str, str]) -> None:
+        # After kopf has stored the index entry this event produced, not before.
+        asyncio.get_running_loop().call_soon(wakeups.wake, key)
 
     @kopf.index("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGER}, registry=registry, id="owned_jobs")
-    def owned_jobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {(namespace, name): dict(body)}
+    async def owned_jobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        # A change of the owned Job (created, suspended, finished, deleted) is news for its owner.
+        wake_soon((namespace or "", name))
+        return {(namespace, name): slim_job(body)}
 
-    @kopf.index("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER}, registry=registry, id="running_pods")
-    def running_pods(
-        namespace: str | None, labels: kopf.Labels, status: kopf.Status, meta: kopf.Meta, **_: Any
+    @kopf.index("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER}, registry=registry, id="job_pods")
+    async def job_pods(
+        namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[Any, Any] | None:
-        job, ip = labels.get("job-name"), status.get("podIP")
-        if job and ip and status.get("phase") == "Running" and not meta.get("deletionTimestamp"):
-            return {(namespace, job): ip}
+        job = labels.get("job-name")
+        info = pod_info(dict(body))
+        owner = labels.get(LABEL_JOB)
+        if owner:  # pods starting, running or gone change the job's work and energy
+            wake_soon((namespace or "", owner))
+        if job and info is not None:
+            return {(namespace, job): info}
         return None
 
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="accept")
-    async def on_create(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        result = await reconciler.tick(body)
-        apply_result(result, patch.status)
-        _post(body, result)
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="spec_edits")
+    async def spec_edits(namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> None:
+        # Indexers see every watch event quietly and cost no API writes: a new generation (a spec
+        # edit) wakes the job at once. Nothing is stored.
+        key = (namespace or "", name)
+        generation = int(meta.get("generation") or 0)
+        if generations.get(key) not in (None, generation):
+            wake_soon(key)
+        generations[key] = generation
+        return None
 
-    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, id="reconcile", interval=tick_seconds, sharp=False)
-    async def on_tick(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, id="reconcile", cancellation_timeout=10.0)
+    async def reconcile(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> None:
         # kopf passes each index as a keyword argument named by its id.
-        observed = _observed(body, kwargs["owned_jobs"], kwargs["running_pods"])
-        try:
-            result = await reconciler.tick(body, observed)
-        except Exception:
-            reconciler.ctx.metrics.reconcile_errors.inc()
-            raise  # kopf logs it and the next tick retries
-        apply_result(result, patch.status)
-        _post(body, result)
+        indexes = (kwargs["owned_jobs"], kwargs["job_pods"])
+        await run_job(reconciler, wakeups, body, indexes, stopped, interval_s=tick_seconds)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="forget", optional=True)
-    async def on_delete(name: str, namespace: str | None, **_: Any) -> None:
+    async def on_delete(name: str, namespace: str | None, uid: str | None, **_: Any) -> None:
         # The Job and Service go with their owner (garbage collection); the checkpoint PVC is not
         # owned, so it stays for a later run.
         reconciler.ctx.metrics.jobs.forget(namespace or "", name)
+        reconciler.forget(uid or "")
+        wakeups.forget((namespace or "", name))
+        generations.pop((namespace or "", name), None)

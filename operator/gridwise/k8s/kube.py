@@ -83,16 +83,41 @@ class Kube:
         )
         return await _json(resp)
 
-    async def job_pod_ips(self, namespace: str, job: str) -> list[str]:
-        """IPs of the Job's running pods, for the progress scrape."""
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Deletes a Job (its pods go with it, in the background); a Job already gone is fine."""
+        try:
+            resp = await self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", _preload_content=False
+            )
+            await _json(resp)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """The Job's pods, every phase: the accounting tells Pending, Running and terminating apart."""
         resp = await self.core.list_namespaced_pod(
+            namespace, label_selector=f"job-name={job}", _preload_content=False
+        )
+        items = (await _json(resp)).get("items", [])
+        return [p for p in items if isinstance(p, dict)]
+
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patches a custom resource's status subresource (None values delete fields)."""
+        api: Any = client.CustomObjectsApi(self.api)
+        resp = await api.patch_namespaced_custom_object_status(
+            group,
+            version,
             namespace,
-            label_selector=f"job-name={job}",
-            field_selector="status.phase=Running",
+            plural,
+            name,
+            {"status": dict(status)},
+            _content_type=MERGE_PATCH,
             _preload_content=False,
         )
-        pods = (await _json(resp)).get("items", [])
-        return [p["status"]["podIP"] for p in pods if p.get("status", {}).get("podIP")]
+        return await _json(resp)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's keys, decoded; the values never leave the carbon provider that needs them."""

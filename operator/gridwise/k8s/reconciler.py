@@ -1,31 +1,65 @@
-"""One reconcile tick of a CarbonAwareJob: observe, account, decide, act, report.
+"""One reconcile tick of a CarbonAwareJob: observe -> gridwise.step.step (pure) -> act -> write status.
 
-Knows no kopf: handlers pass the object in and write the returned status patch and
-Events back. Everything that must survive a restart is in the returned status.
+Knows no kopf: handlers pass the object in and post the Events it returns. Nothing here raises for
+a problem the cluster can cause: a failed read is an observation error, a rejected Job change comes
+back through `act_failed`, a failed status write is kept in memory and retried on the next tick
+(accounting integrates from the last written time, so nothing is lost or counted twice), and an
+unexpected exception ends in `fail_safe`, which keeps the job running if its deadline needs it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from kubernetes_asyncio.client.exceptions import ApiException
 
-from gridwise.accounting import Totals, advance, throughput
-from gridwise.actuator import Actuator, job_replicas
-from gridwise.api import KUEUE_QUEUE_LABEL, JobSpec, SpecError, format_time, parse_job_spec, parse_time
+from gridwise.accounting import Usage, throughput
+from gridwise.api import (
+    GROUP,
+    KUEUE_QUEUE_LABEL,
+    LABEL_JOB,
+    LABEL_MANAGED_BY,
+    MANAGER,
+    PLURAL,
+    VERSION,
+    JobSpec,
+    SpecError,
+    parse_job_spec,
+    parse_time,
+)
 from gridwise.carbon import SignalReading
 from gridwise.clock import Clock
-from gridwise.decide import REASON_DEADLINE, Decision, decide
-from gridwise.k8s.builders import METRICS_PORT, build_headless_service, build_job, is_elastic, job_name
+from gridwise.k8s.actuator import ANNOTATION_GENERATION, ANNOTATION_SHAPE, Actuator, shape_of
+from gridwise.k8s.builders import METRICS_PORT, is_elastic, job_name
 from gridwise.k8s.kube import Kube
 from gridwise.metrics import JobView, OperatorMetrics
-from gridwise.progress import scrape, throughput_table
+from gridwise.progress import scrape
 from gridwise.signal_hub import SignalHub
+from gridwise.status_writes import WritePolicy, status_patch, write_reason
+from gridwise.step import (
+    CREATE,
+    OWNER_NONE,
+    OWNER_OTHER,
+    OWNER_US,
+    SCALE,
+    Event,
+    JobState,
+    Observed,
+    ObserveError,
+    Resource,
+    StepResult,
+    act_failed,
+    fail_safe,
+    step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +79,21 @@ class OperatorContext:
 
 
 @dataclass(frozen=True)
-class Observed:
+class PodInfo:
+    """One pod of a Job, as the watch index keeps it."""
+
+    name: str
+    phase: str
+    ip: str | None
+    terminating: bool
+
+
+@dataclass(frozen=True)
+class IndexView:
     """What a watch already knows (kopf's indexes), so a tick need not ask the API server."""
 
     job: Mapping[str, Any] | None
-    pod_ips: list[str]
+    pods: list[PodInfo] = field(default_factory=list)
 
 
 @dataclass
@@ -57,410 +101,383 @@ class TickResult:
     status: dict[str, Any]
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     action: str = "none"
+    written: bool = True
+    retry_after: float | None = None  # set when a transient error wants a backoff
+    write_due: datetime | None = None  # a deferred status write is due by then (clock time)
 
 
-def _condition(type_: str, status: bool, reason: str, message: str, now: datetime) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "status": "True" if status else "False",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": format_time(now),
-    }
+def pod_info(pod: Mapping[str, Any]) -> PodInfo | None:
+    """A pod as the index keeps it; None for pods that finished (they draw nothing)."""
+    status = pod.get("status") or {}
+    phase = str(status.get("phase") or "Pending")
+    if phase in ("Succeeded", "Failed"):
+        return None
+    meta = pod.get("metadata") or {}
+    return PodInfo(
+        name=str(meta.get("name", "")),
+        phase=phase,
+        ip=status.get("podIP"),
+        terminating=bool(meta.get("deletionTimestamp")),
+    )
 
 
-def _merge_conditions(old: list[Mapping[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keeps lastTransitionTime when a condition's status did not change."""
-    previous = {c.get("type"): c for c in old}
-    merged = {c.get("type"): dict(c) for c in old}
-    for cond in new:
-        prev = previous.get(cond["type"])
-        if prev is not None and prev.get("status") == cond["status"]:
-            cond["lastTransitionTime"] = prev.get("lastTransitionTime", cond["lastTransitionTime"])
-        merged[cond["type"]] = cond
-    return list(merged.values())
+def classify(exc: BaseException) -> tuple[str, bool]:
+    """(what happened, transient?) for an error from the API server or the network."""
+    if isinstance(exc, ApiException):
+        code = int(exc.status or 0)
+        detail = str(exc.reason or "")[:300]
+        if code == 429 or code >= 500 or code == 409:
+            return f"HTTP {code}: {detail}", True
+        return f"HTTP {code}: {detail}", False
+    if isinstance(exc, (TimeoutError, OSError, httpx.TransportError)) or type(exc).__module__.startswith(
+        "aiohttp"
+    ):
+        return f"{type(exc).__name__}: {exc}"[:300], True
+    return f"{type(exc).__name__}: {exc}"[:300], False
 
 
-def _job_finished(job: Mapping[str, Any]) -> str | None:
+def job_state(job: Mapping[str, Any], res: Resource) -> JobState:
+    meta = job.get("metadata") or {}
+    spec = job.get("spec") or {}
+    refs = meta.get("ownerReferences") or []
+    controller = [r for r in refs if r.get("controller")]
+    labels = meta.get("labels") or {}
+    if any(r.get("uid") == res.uid for r in controller):
+        owner = OWNER_US
+    elif not controller and labels.get(LABEL_JOB) == res.name and labels.get(LABEL_MANAGED_BY) == MANAGER:
+        owner = OWNER_NONE
+    else:
+        owner = OWNER_OTHER
+    finished = None
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
-            return "Succeeded" if cond["type"] == "Complete" else "Failed"
-    return None
-
-
-def _owned_by(job: Mapping[str, Any], uid: str) -> bool:
-    return any(
-        ref.get("uid") == uid and ref.get("controller")
-        for ref in job["metadata"].get("ownerReferences") or []
+            finished = "Succeeded" if cond["type"] == "Complete" else "Failed"
+    annotations = meta.get("annotations") or {}
+    gen = annotations.get(ANNOTATION_GENERATION)
+    return JobState(
+        uid=str(meta.get("uid", "")),
+        owner=owner,
+        suspended=bool(spec.get("suspend")),
+        parallelism=int(spec.get("parallelism") or 0),
+        indexed=spec.get("completionMode") == "Indexed",
+        finished=finished,
+        kueue=KUEUE_QUEUE_LABEL in labels,
+        deleting=bool(meta.get("deletionTimestamp")),
+        generation=int(gen) if gen is not None and str(gen).isdigit() else None,
+        shape=annotations.get(ANNOTATION_SHAPE),
     )
 
 
-def _totals(status: Mapping[str, Any]) -> Totals:
-    acc = status.get("accounting") or {}
-    return Totals(
-        energy_joules=float(status.get("energyJoules", 0.0)),
-        emissions_grams=float(status.get("emissionsGrams", 0.0)),
-        work_done_gpu_hours=float(acc.get("workDoneGPUHours", 0.0)),
-        baseline_emissions_grams=float(status.get("baselineEmissionsGrams", 0.0)),
-        baseline_work_gpu_hours=float(acc.get("baselineWorkGPUHours", 0.0)),
+def _legacy_shape(state: JobState, spec: JobSpec) -> JobState:
+    """A Job built before fingerprints: a completion mode that no longer fits the spec is a template edit."""
+    if state.shape is None and state.indexed != is_elastic(spec):
+        return dataclasses.replace(state, shape="completion-mode-differs")
+    return state
+
+
+def _stale_reading(spec: Mapping[str, Any], reason: str, now: datetime) -> SignalReading:
+    carbon = spec.get("carbon") or {}
+    return SignalReading(
+        zone=str(carbon.get("zone", "")),
+        provider=str(carbon.get("provider", "")),
+        signal_type=str(carbon.get("signalType", "average")),
+        current=None,
+        forecast=(),
+        stale=True,
+        reason=reason,
+        fetched_at=now,
     )
-
-
-def _recent_pauses(status: Mapping[str, Any], now: datetime) -> list[str]:
-    return [t for t in status.get("pauseTimes") or [] if now - parse_time(t) < timedelta(days=1)]
-
-
-def _display_grams(grams: float) -> str:
-    return f"{grams / 1000:.2f}kg" if abs(grams) >= 1000 else f"{grams:.0f}g"
-
-
-def build_status(
-    spec: JobSpec,
-    *,
-    now: datetime,
-    phase: str,
-    replicas: int,
-    desired: int,
-    totals: Totals,
-    reading: SignalReading | None,
-    progress_source: str,
-    trainer_energy: float | None,
-    pause_times: list[str],
-    decision: Decision | None,
-    conditions: list[dict[str, Any]],
-    previous: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The status patch: pure, so its shape is unit-tested and every field has one writer."""
-    progress = min(1.0, totals.work_done_gpu_hours / spec.work_gpu_hours)
-    status: dict[str, Any] = {
-        "phase": phase,
-        "jobName": job_name(spec.name),
-        "replicas": replicas,
-        "desiredReplicas": desired,
-        "deadline": format_time(spec.deadline),
-        "progress": round(progress, 6),
-        "progressDisplay": f"{progress * 100:.0f}%",
-        "progressSource": progress_source,
-        "energyJoules": round(totals.energy_joules, 3),
-        "emissionsGrams": round(totals.emissions_grams, 3),
-        "baselineEmissionsGrams": round(totals.baseline_emissions_grams, 3),
-        "avoidedEmissionsGrams": round(totals.avoided_grams(), 3),
-        "avoidedEmissionsDisplay": _display_grams(totals.avoided_grams()),
-        "pauseTimes": pause_times,
-        "pausesToday": len(pause_times),
-        "accounting": {
-            "lastTime": format_time(now),
-            "workDoneGPUHours": totals.work_done_gpu_hours,
-            "baselineWorkGPUHours": totals.baseline_work_gpu_hours,
-            "trainerEnergyJoules": trainer_energy,
-        },
-        "conditions": _merge_conditions(previous.get("conditions") or [], conditions),
-    }
-    if reading is not None and reading.current is not None:
-        g = reading.current.grams_per_kwh
-        status["carbonIntensity"] = {
-            "gramsPerKWh": round(g, 2),
-            "signalType": reading.signal_type,
-            "provider": reading.provider,
-            "zone": reading.zone,
-            "stale": reading.stale,
-            "display": f"{g:.0f}g/kWh {reading.signal_type}{' (stale)' if reading.stale else ''}",
-        }
-    if decision is not None and decision.next_change_time is not None:
-        status["nextChange"] = {
-            "time": format_time(decision.next_change_time),
-            "replicas": decision.next_change_replicas,
-            "reason": "plan",
-            "display": f"{decision.next_change_replicas}@{decision.next_change_time:%m-%d %H:%M}Z",
-        }
-    else:
-        status["nextChange"] = None
-    if replicas != int(previous.get("replicas", -1)):
-        status["lastTransitionTime"] = format_time(now)
-    return status
 
 
 class Reconciler:
-    def __init__(self, ctx: OperatorContext) -> None:
+    def __init__(
+        self,
+        ctx: OperatorContext,
+        *,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 300.0,
+        write_policy: WritePolicy | None = None,
+    ) -> None:
+        """`backoff_s` doubles per consecutive transient failure of one object, up to `max_backoff_s`."""
         self.ctx = ctx
+        self.write_policy = write_policy or WritePolicy()
+        # The status last written for each object, and when (clock time): what readers have seen.
+        self._written: dict[str, tuple[dict[str, Any], datetime | None]] = {}
+        self._backoff_s, self._max_backoff_s = backoff_s, max_backoff_s
         self.actuator = Actuator(ctx.kube)
+        self._locks: dict[str, asyncio.Lock] = {}
+        # The last status each object's tick computed, written or not (the write failed): the next
+        # tick starts from it when the watched body is older (a failed write, or a watch event
+        # that has not arrived yet), so no pause record, Event or interval is lost or repeated.
+        self._latest: dict[str, dict[str, Any]] = {}
+        self._failures: dict[str, int] = {}
+        # Monotonic time before which a tick after a transient error is skipped (backoff).
+        self._not_before: dict[str, float] = {}
 
-    async def tick(self, body: Mapping[str, Any], observed: Observed | None = None) -> TickResult:
-        """One reconcile; without `observed` (or on an index miss) it reads the Job from the API."""
+    def forget(self, uid: str) -> None:
+        self._locks.pop(uid, None)
+        self._written.pop(uid, None)
+        self._latest.pop(uid, None)
+        self._failures.pop(uid, None)
+        self._not_before.pop(uid, None)
+
+    async def tick(self, body: Mapping[str, Any], index: IndexView | None = None) -> TickResult:
+        """One reconcile, never two at once for one object; without `index` it reads from the API."""
+        res = Resource.from_body(body)
+        lock = self._locks.setdefault(res.uid or res.key, asyncio.Lock())
+        if time.monotonic() < self._not_before.get(res.uid, 0.0):
+            # Backing off after a transient error: this tick is skipped, the timer keeps running.
+            return TickResult(dict(body.get("status") or {}), [], "backoff", True, None)
         started = time.perf_counter()
-        try:
-            return await self._tick(body, observed)
-        finally:
-            self.ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+        async with lock:
+            try:
+                return await self._tick(body, res, index)
+            finally:
+                self.ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
-    async def _tick(self, body: Mapping[str, Any], observed: Observed | None) -> TickResult:
-        meta, status = body["metadata"], dict(body.get("status") or {})
+    def _status_in(self, res: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The body's status, or the newer one this process computed (not yet written or not yet seen)."""
+        status = dict(body.get("status") or {})
+        pending = self._latest.get(res.uid)
+        if pending is None:
+            return status
+
+        def last(s: Mapping[str, Any]) -> datetime | None:
+            t = (s.get("accounting") or {}).get("lastTime")
+            try:
+                return parse_time(t) if t else None
+            except SpecError:
+                return None
+
+        mine, theirs = last(pending), last(status)
+        if mine is not None and (theirs is None or mine >= theirs):
+            return dict(pending)
+        return status
+
+    async def _tick(self, body: Mapping[str, Any], res: Resource, index: IndexView | None) -> TickResult:
         now = self.ctx.clock.now()
-        # completeWithin counts from when the operator accepted the job, on the operator's clock,
-        # so a replayed trace and the live grid give the same deadlines.
+        status = self._status_in(res, body)
+        seen: dict[str, Any] = {}
+        retry: float | None = None
+        observed: Observed | None = None
+        try:
+            observed = await self.observe(body, res, status, index, now, seen)
+            result = step(res, status, observed, now)
+        except Exception as exc:  # a bug or an unforeseen answer: still end in a defined state
+            what, _ = classify(exc)
+            log.exception("%s: reconcile failed; keeping the job safe", res.key)
+            raw = seen.get("job")
+            job = job_state(raw, res) if raw is not None else None
+            result = fail_safe(res, status, job, now, "InternalError", f"reconcile failed: {what}")
+            observed = None
+        if observed is not None and observed.error is not None and observed.error.transient:
+            retry = self._backoff(res.uid)
+        if result.change and result.spec is not None:
+            try:
+                await self.actuator.apply(body, result.spec, res.generation, result.change)
+            except Exception as exc:
+                what, transient = classify(exc)
+                kind = next(iter(getattr(exc, "__notes__", []) or []), "")
+                verb = kind.rsplit(" ", 1)[-1] if kind else "change"
+                reason = {
+                    CREATE: "JobCreateFailed",
+                    "delete": "JobDeleteFailed",
+                    "adopt": "JobAdoptFailed",
+                }.get(verb, "JobPatchFailed")
+                log.warning("%s: Job %s failed: %s", res.key, verb, what)
+                result = act_failed(result, reason, f"Job {verb} failed: {what}", now, res.generation)
+                if transient:
+                    retry = self._backoff(res.uid)
+        # Write only what readers use when it changes, else at most every policy interval
+        # (status_writes.py); a deferred status stays in memory and the next tick builds on it.
+        written_status, written_at = self._written.get(res.uid) or _as_written(body)
+        why = write_reason(written_status, written_at, result.status, now, self.write_policy)
+        write_due: datetime | None = None
+        if why is None:
+            self._latest[res.uid] = result.status
+            written = True
+            if written_at is not None and result.status != written_status:
+                write_due = written_at + self.write_policy.max_interval
+        else:
+            written = await self._write(res, result.status, status_patch(written_status, result.status))
+            if written:
+                self.ctx.metrics.status_writes.labels(reason=why).inc()
+                self._written[res.uid] = (result.status, now)
+        if not written and retry is None:
+            retry = self._backoff(res.uid)
+        if retry is None:
+            self._failures.pop(res.uid, None)
+            self._not_before.pop(res.uid, None)
+        else:
+            self._not_before[res.uid] = time.monotonic() + retry
+        if result.decision != "none":
+            self.ctx.metrics.decisions.labels(kind=result.decision, reason=result.decision_reason).inc()
+        if result.spec is not None and result.status.get("progress") is not None:
+            self._export(result.spec, result.status, observed.reading if observed else None, now)
+        for event in result.events:
+            level = logging.WARNING if event.type == WARNING else logging.INFO
+            log.log(level, "%s: %s: %s", res.key, event.reason, event.message)
+        return TickResult(
+            result.status,
+            [(e.type, e.reason, e.message) for e in result.events],
+            result.decision if result.decision != "none" else _action_name(result),
+            written,
+            retry,
+            write_due,
+        )
+
+    def _backoff(self, uid: str) -> float:
+        n = self._failures.get(uid, 0)
+        self._failures[uid] = n + 1
+        return float(min(self._max_backoff_s, self._backoff_s * 2.0**n))
+
+    async def _write(self, res: Resource, status: dict[str, Any], patch: Mapping[str, Any]) -> bool:
+        """Writes the status (as `patch`); on failure keeps it in memory for the next tick."""
+        try:
+            await self.ctx.kube.patch_status(GROUP, VERSION, PLURAL, res.namespace, res.name, patch)
+            self._latest[res.uid] = status
+            return True
+        except ApiException as exc:
+            if exc.status == 404:  # deleted meanwhile: nothing to keep
+                self.forget(res.uid)
+                return True
+            what, _ = classify(exc)
+        except Exception as exc:
+            what, _ = classify(exc)
+        self._latest[res.uid] = status
+        self.ctx.metrics.reconcile_errors.inc()
+        log.warning("%s: status write failed (%s); kept in memory, retried next tick", res.key, what)
+        return False
+
+    async def observe(
+        self,
+        body: Mapping[str, Any],
+        res: Resource,
+        status: Mapping[str, Any],
+        index: IndexView | None,
+        now: datetime,
+        seen: dict[str, Any] | None = None,
+    ) -> Observed:
+        """Reads what the step needs; every failure becomes part of the observation.
+
+        `seen` gets the raw Job as soon as it is known, for the fail-safe if a later part breaks.
+        """
+        seen = {} if seen is None else seen
         accepted = parse_time(status["acceptedTime"]) if status.get("acceptedTime") else now
         try:
-            spec = parse_job_spec(meta["name"], meta["namespace"], body.get("spec") or {}, accepted)
+            spec = parse_job_spec(res.name, res.namespace, res.spec, accepted)
         except SpecError as exc:
-            return self._invalid(status, now, str(exc))
-        if status.get("phase") in ("Succeeded", "Failed"):
-            return TickResult(status={})
-        if not status.get("acceptedTime") and spec.deadline <= now:
-            return self._invalid(status, now, f"deadline {format_time(spec.deadline)} is already past")
-
-        job = observed.job if observed is not None else None
-        if job is None:  # not indexed (yet, or not labelled as ours): ask the API server
-            job = await self.ctx.kube.get_job(spec.namespace, job_name(spec.name))
-            observed = None
-        if job is None:
-            return await self._create(body, spec, status, now)
-        if not _owned_by(job, meta["uid"]):
-            msg = f"Job {job_name(spec.name)} exists but is not owned by this CarbonAwareJob; left alone"
-            cond = _condition("JobConflict", True, "JobNotOwned", msg, now)
-            return TickResult(
-                {"phase": "Failed", "conditions": _merge_conditions(status.get("conditions") or [], [cond])},
-                [(WARNING, "JobConflict", msg)],
-            )
-
-        replicas = job_replicas(job)
-        finished = _job_finished(job)
-        reading = await self._read_signal(spec, body)
-        intensity = reading.current.grams_per_kwh if reading.current is not None else None
-        totals, trainer_energy, source, rates = await self._account(
-            spec, status, now, replicas, intensity, observed.pod_ips if observed is not None else None
-        )
-        # Each trainer reports the rate at its current size; keep every size seen so far.
-        measured = {int(n): float(r) for n, r in (status.get("measuredThroughput") or {}).items()}
-        measured.update(rates)
-        conditions = [
-            _condition(
-                "CarbonSignalStale",
-                reading.stale,
-                "ProviderUnavailable" if reading.stale else "Fresh",
-                reading.reason if reading.stale else f"{reading.provider} answered",
-                now,
-            )
-        ]
-        events: list[tuple[str, str, str]] = []
-        if reading.stale and not any(
-            c.get("type") == "CarbonSignalStale" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        ):
-            events.append((WARNING, "CarbonSignalStale", f"{reading.reason}; jobs keep running"))
-        pauses = _recent_pauses(status, now)
-
-        if finished is not None:
-            phase = finished
-            decision: Decision | None = None
-            desired = 0
-            events.append(
-                (
-                    NORMAL,
-                    f"Job{phase}",
-                    f"training {phase.lower()}; avoided {_display_grams(totals.avoided_grams())} CO2",
+            return Observed(job=None, reading=_stale_reading(res.spec, str(exc), now))
+        name = job_name(spec.name)
+        error: ObserveError | None = None
+        job_known = True
+        raw = index.job if index is not None else None
+        if raw is None:  # not indexed (yet, or not labelled as ours): ask the API server
+            try:
+                raw = await self.ctx.kube.get_job(spec.namespace, name)
+                index = None  # the pod index may be as stale as the job index was
+            except Exception as exc:
+                what, transient = classify(exc)
+                error, job_known = (
+                    ObserveError("JobReadFailed", f"reading Job {name} failed: {what}", transient),
+                    False,
                 )
-            )
-            replicas_now = 0
-        elif KUEUE_QUEUE_LABEL in (job["metadata"].get("labels") or {}):
-            # Kueue owns spec.suspend on this Job: observe and report, never toggle it.
-            phase = "Paused" if job["spec"].get("suspend") else "Running"
-            decision, desired, replicas_now = None, replicas, replicas
-            conditions.append(
-                _condition(
-                    "KueueManaged", True, "KueueManaged", "Kueue admits this Job; gridwise only reports", now
-                )
-            )
-        else:
-            remaining = max(0.0, spec.work_gpu_hours - totals.work_done_gpu_hours)
-            decision = decide(
-                spec,
-                reading,
-                now=now,
-                remaining_work_gpu_hours=remaining,
-                current_replicas=replicas,
-                pauses_in_last_day=len(pauses),
-                throughput_table=throughput_table(measured, spec.max_replicas, spec.scaling_efficiency),
-            )
-            desired = decision.replicas
-            kind = decision.kind(replicas)
-            if kind != "none":
-                await self.actuator.apply(spec, job, decision.replicas)
-                self.ctx.metrics.decisions.labels(kind=kind, reason=decision.reason).inc()
-                events.append((NORMAL, decision.reason, f"{kind} to {decision.replicas}: {decision.message}"))
-                if kind == "pause":
-                    pauses.append(format_time(now))
-            replicas_now = decision.replicas
-            phase = "Paused" if replicas_now == 0 else "Running"
-            if kind == "none" and phase == "Paused" and status.get("phase") != "Paused":
-                events.append((NORMAL, decision.reason, f"waiting: {decision.message}"))
-            at_risk = (
-                decision.reason == REASON_DEADLINE
-                and decision.plan is not None
-                and not decision.plan.feasible
-            )
-            conditions.append(
-                _condition(
-                    "DeadlineAtRisk",
-                    at_risk,
-                    "Infeasible" if at_risk else "OnTrack",
-                    decision.message if at_risk else "the plan meets the deadline",
-                    now,
-                )
-            )
+        seen["job"] = raw
+        job = _legacy_shape(job_state(raw, res), spec) if raw is not None else None
 
-        new_status = build_status(
-            spec,
-            now=now,
-            phase=phase,
-            replicas=replicas_now,
-            desired=desired,
-            totals=totals,
+        pods: list[PodInfo] = []
+        pods_known = True
+        if index is not None:
+            pods = list(index.pods)
+        elif job_known:
+            try:
+                pods = [p for p in map(pod_info, await self.ctx.kube.job_pods(spec.namespace, name)) if p]
+            except Exception as exc:
+                what, transient = classify(exc)
+                pods_known = False
+                error = error or ObserveError(
+                    "PodListFailed", f"listing pods of {name} failed: {what}", transient
+                )
+        working = [p for p in pods if p.phase == "Running" and not p.terminating]
+        usage = Usage(working=len(working), drawing=sum(1 for p in pods if p.phase == "Running"))
+
+        reading = await self._read_signal(spec, now)
+        trainer = None
+        ips = [p.ip for p in working if p.ip]
+        if ips:
+            try:
+                trainer = await scrape(self.ctx.scraper, ips, self.ctx.scrape_port)
+            except Exception as exc:  # the scrape is best effort: the model estimates instead
+                log.info("%s: trainer scrape failed: %s", res.key, classify(exc)[0])
+        observed = Observed(
+            job=job,
             reading=reading,
-            progress_source=source,
-            trainer_energy=trainer_energy,
-            pause_times=pauses,
-            decision=decision,
-            conditions=conditions,
-            previous=status,
+            desired_shape=shape_of(spec),
+            pods=usage,
+            pods_present=len(pods),
+            pods_known=pods_known,
+            trainer=trainer,
+            job_known=job_known,
+            error=error,
         )
-        new_status["observedGeneration"] = meta.get("generation")
-        new_status["measuredThroughput"] = {str(n): round(r, 3) for n, r in sorted(measured.items())}
-        self._export(spec, new_status, reading, now)
-        return TickResult(new_status, events, decision.kind(replicas) if decision else "none")
+        return observed
 
-    # -- steps -------------------------------------------------------------------------
-    async def _create(
-        self, body: Mapping[str, Any], spec: JobSpec, status: Mapping[str, Any], now: datetime
-    ) -> TickResult:
-        """Creates the suspended Job (and Service for elastic jobs); the next tick decides when it runs."""
-        if is_elastic(spec):
-            await self.ctx.kube.create(build_headless_service(body, spec))
-        created = await self.ctx.kube.create(build_job(body, spec, replicas=spec.max_replicas, suspend=True))
-        events = []
-        if created is not None:
-            events.append(
-                (NORMAL, "JobCreated", f"created Job {job_name(spec.name)} (suspended until the first plan)")
-            )
-        patch: dict[str, Any] = {
-            "acceptedTime": status.get("acceptedTime") or format_time(now),
-            "phase": status.get("phase") or "Pending",
-            "jobName": job_name(spec.name),
-            "replicas": 0,
-            "deadline": format_time(spec.deadline),
-        }
-        if "accounting" not in status:
-            patch["accounting"] = {
-                "lastTime": format_time(now),
-                "workDoneGPUHours": 0.0,
-                "baselineWorkGPUHours": 0.0,
-            }
-        return TickResult(patch, events, "create")
-
-    def _invalid(self, status: Mapping[str, Any], now: datetime, message: str) -> TickResult:
-        cond = _condition("InvalidSpec", True, "InvalidSpec", message, now)
-        already = any(
-            c.get("type") == "InvalidSpec" and c.get("message") == message
-            for c in status.get("conditions") or []
-        )
-        events = [] if already else [(WARNING, "InvalidSpec", message)]
-        return TickResult(
-            {"phase": "Failed", "conditions": _merge_conditions(status.get("conditions") or [], [cond])},
-            events,
-        )
-
-    async def _read_signal(self, spec: JobSpec, body: Mapping[str, Any]) -> SignalReading:
+    async def _read_signal(self, spec: JobSpec, now: datetime) -> SignalReading:
+        """The carbon reading; a missing or forbidden Secret or a bad provider spec is a stale one."""
         secret: dict[str, str] = {}
         ref = (spec.carbon.get("secretRef") or {}).get("name")
         if ref:
-            secret = await self.ctx.kube.read_secret(spec.namespace, ref)
+            try:
+                secret = await self._secret(spec.namespace, str(ref))
+            except Exception as exc:
+                what, _ = classify(exc)
+                if isinstance(exc, ApiException) and exc.status == 404:
+                    what = f"Secret {ref} not found in namespace {spec.namespace}"
+                elif isinstance(exc, ApiException) and exc.status == 403:
+                    what = f"the operator may not read Secret {ref} in namespace {spec.namespace}"
+                return _stale_reading({"carbon": spec.carbon}, f"carbon credentials unavailable: {what}", now)
         try:
             signal = await self.ctx.signals.get(spec.carbon, secret)
+            return await signal.read()
         except ValueError as exc:
-            # A misconfigured provider (missing key, unreadable trace) is an outage for this job:
-            # it keeps running and the condition says why.
-            return SignalReading(
-                zone=str(spec.carbon.get("zone", "")),
-                provider=str(spec.carbon.get("provider", "")),
-                signal_type=str(spec.carbon.get("signalType", "average")),
-                current=None,
-                forecast=(),
-                stale=True,
-                reason=f"carbon provider misconfigured: {exc}",
-                fetched_at=self.ctx.clock.now(),
-            )
-        return await signal.read()
+            # A misconfigured provider (missing key, unreadable trace) is an outage for this job.
+            # An access refusal carries a message that is safe to show the tenant (`public_message`).
+            why = getattr(exc, "public_message", None) or str(exc)
+            return _stale_reading({"carbon": spec.carbon}, f"carbon provider misconfigured: {why}", now)
+        except Exception as exc:  # a provider bug is an outage too, not a frozen job
+            log.exception("carbon signal for %s/%s failed", spec.namespace, spec.name)
+            return _stale_reading({"carbon": spec.carbon}, f"carbon signal failed: {classify(exc)[0]}", now)
 
-    async def _account(
-        self,
-        spec: JobSpec,
-        status: Mapping[str, Any],
-        now: datetime,
-        replicas: int,
-        intensity: float | None,
-        pod_ips: list[str] | None,
-    ) -> tuple[Totals, float | None, str, dict[int, float]]:
-        """Adds the time since the last tick, at the replicas that ran and the intensity seen."""
-        totals = _totals(status)
-        acc = status.get("accounting") or {}
-        last = parse_time(acc["lastTime"]) if acc.get("lastTime") else now
-        measured_energy: float | None = None
-        measured_work: float | None = None
-        trainer_energy = acc.get("trainerEnergyJoules")
-        source = "estimate"
-        rates: dict[int, float] = {}
-        if replicas > 0:
-            ips = pod_ips
-            if ips is None:
-                ips = await self.ctx.kube.job_pod_ips(spec.namespace, job_name(spec.name))
-            sample = await scrape(self.ctx.scraper, ips, self.ctx.scrape_port)
-            if sample is not None:
-                source = "trainer"
-                prev = float(trainer_energy) if trainer_energy is not None else None
-                measured_energy = (
-                    sample.energy_joules - prev if prev is not None and sample.energy_joules >= prev else None
-                )
-                trainer_energy = sample.energy_joules
-                measured_work = max(0.0, sample.progress * spec.work_gpu_hours - totals.work_done_gpu_hours)
-                rates = dict(sample.throughput)
-        if intensity is None:
-            # No reading at all yet: account time and work, and emissions once a value arrives.
-            intensity = float((status.get("carbonIntensity") or {}).get("gramsPerKWh", 0.0))
-        totals = advance(
-            totals,
-            start=last,
-            end=now,
-            replicas=replicas,
-            intensity_grams_per_kwh=intensity,
-            power_per_replica_watts=spec.power_per_replica_watts,
-            scaling_efficiency=spec.scaling_efficiency,
-            max_replicas=spec.max_replicas,
-            work_gpu_hours=spec.work_gpu_hours,
-            measured_energy_joules=measured_energy,
-            measured_work_gpu_hours=measured_work,
-        )
-        return totals, trainer_energy, source, rates
+    async def _secret(self, namespace: str, name: str) -> dict[str, str]:
+        data = await self.ctx.kube.read_secret(namespace, name)
+        return {k: v for k, v in data.items() if isinstance(v, str)}
 
     def _export(
-        self, spec: JobSpec, status: Mapping[str, Any], reading: SignalReading, now: datetime
+        self, spec: JobSpec, status: Mapping[str, Any], reading: SignalReading | None, now: datetime
     ) -> None:
         m = self.ctx.metrics
-        remaining = max(0.0, spec.work_gpu_hours * (1 - float(status["progress"])))
+        remaining = max(0.0, spec.work_gpu_hours * (1 - float(status.get("progress", 0.0))))
         rate = throughput(spec.max_replicas, spec.scaling_efficiency)
         slack = (spec.deadline - now).total_seconds() - remaining / rate * 3600
+        signal_type = (
+            reading.signal_type if reading is not None else str(spec.carbon.get("signalType", "average"))
+        )
         m.jobs.update(
             JobView(
                 namespace=spec.namespace,
                 name=spec.name,
-                phase=status["phase"],
-                replicas=int(status["replicas"]),
-                energy_joules=float(status["energyJoules"]),
-                emissions_grams=float(status["emissionsGrams"]),
-                avoided_grams=float(status["avoidedEmissionsGrams"]),
-                progress=float(status["progress"]),
+                phase=str(status.get("phase", "Pending")),
+                replicas=int(status.get("replicas", 0)),
+                energy_joules=float(status.get("energyJoules", 0.0)),
+                emissions_grams=float(status.get("emissionsGrams", 0.0)),
+                avoided_grams=float(status.get("avoidedEmissionsGrams", 0.0)),
+                progress=float(status.get("progress", 0.0)),
                 deadline_slack_seconds=slack,
-                signal_type=reading.signal_type,
+                signal_type=signal_type,
             )
         )
+        if reading is None:
+            return
         zone = reading.zone
         m.signal_stale.labels(zone=zone, provider=reading.provider).set(1 if reading.stale else 0)
         if reading.current is not None:
@@ -479,7 +496,21 @@ class Reconciler:
                 ).set(point.grams_per_kwh)
 
 
-def apply_result(result: TickResult, patch_status: MutableMapping[str, Any]) -> None:
-    """Copies a tick's status into kopf's patch (None deletes a field in a merge patch)."""
-    for key, value in result.status.items():
-        patch_status[key] = value
+def _as_written(body: Mapping[str, Any]) -> tuple[dict[str, Any] | None, datetime | None]:
+    """What the API server holds now: after a restart, the last status a previous process wrote."""
+    status = dict(body.get("status") or {})
+    if not status:
+        return None, None
+    last = (status.get("accounting") or {}).get("lastTime")
+    try:
+        return status, parse_time(last) if last else None
+    except SpecError:
+        return status, None
+
+
+def _action_name(result: StepResult) -> str:
+    kinds = [a.kind for a in result.change if a.kind != SCALE]
+    return kinds[0] if kinds else "none"
+
+
+__all__ = ["Event", "IndexView", "OperatorContext", "PodInfo", "Reconciler", "TickResult", "pod_info"]

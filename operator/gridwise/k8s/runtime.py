@@ -37,6 +37,7 @@ from gridwise.k8s.handlers import register
 from gridwise.k8s.kube import Kube
 from gridwise.k8s.lease import CannotLead, KubeLeaseAPI, LeaderElector, LeaseTiming
 from gridwise.k8s.reconciler import OperatorContext, Reconciler
+from gridwise.k8s.wakeups import Wakeups
 from gridwise.metrics import OperatorMetrics
 from gridwise.progress import scrape_client
 from gridwise.signal_hub import SignalHub
@@ -187,7 +188,8 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
         scrape_port=config.trainer_metrics_port,
     )
     registry = kopf.OperatorRegistry()
-    register(registry, Reconciler(ctx), tick_seconds=config.tick_seconds)
+    wakeups = Wakeups(config.clock, shared.signals, on_zone_wake=shared.metrics.zone_wakes.inc)
+    register(registry, Reconciler(ctx), wakeups, tick_seconds=config.tick_seconds)
 
     @kopf.on.startup(registry=registry)
     def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -197,14 +199,21 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
     async def _login(**_: Any) -> kopf.ConnectionInfo:
         return await shared.creds.connection_info()
 
-    await kopf.operator(
-        registry=registry,
-        standalone=True,
-        clusterwide=not config.namespaces,
-        namespaces=config.namespaces,
-        stop_flag=kopf_stop,
-        ready_flag=ready,
-    )
+    # One zone watcher per term: it wakes the jobs of a zone when that zone's signal changes.
+    watch_stop = asyncio.Event()
+    watcher = asyncio.create_task(wakeups.watch(watch_stop))
+    try:
+        await kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            stop_flag=kopf_stop,
+            ready_flag=ready,
+        )
+    finally:
+        watch_stop.set()
+        await watcher
 
 
 async def _stop_kopf(op: asyncio.Task[None], kopf_stop: asyncio.Future[None], grace: float) -> None:

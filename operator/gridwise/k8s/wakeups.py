@@ -1,0 +1,130 @@
+"""Wakes CarbonAwareJobs when something they depend on changes, instead of each polling.
+
+A grid change is one event per zone, not one discovery per job: one watcher reads every shared
+carbon signal when its cached value expires (its TTL, or the end of the interval the current
+value covers, whichever comes first) and, when the reading changes (a new value, a forecast
+revision, stale or fresh again), wakes every job that uses that zone at once. Spec edits and a
+job's own planned change times wake just that job. The per-job interval is only a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Hashable, Mapping
+from datetime import datetime
+from typing import Any
+
+from gridwise.carbon import SignalReading
+from gridwise.clock import Clock
+from gridwise.signal_hub import SignalHub
+
+log = logging.getLogger(__name__)
+
+JobKey = tuple[str, str]  # (namespace, name)
+ZoneKey = tuple[str, str, str]  # (provider, zone, signal type) as the spec names them
+
+
+def zone_key(carbon: Mapping[str, Any]) -> ZoneKey:
+    """Which jobs a signal change concerns; credentials are not part of it (a spurious wake is cheap)."""
+    return (str(carbon.get("provider", "")), str(carbon.get("zone", "")), str(carbon.get("signalType", "")))
+
+
+def fingerprint(reading: SignalReading) -> Hashable:
+    """What a decision reads from a reading: a change here may change a decision."""
+    current = reading.current
+    head = (current.start, round(current.grams_per_kwh, 3)) if current is not None else None
+    forecast = tuple((p.start, round(p.grams_per_kwh, 1)) for p in reading.forecast)
+    return (reading.stale, head, forecast)
+
+
+def wall_seconds_until(clock: Clock, when: datetime) -> float:
+    """Wall-clock seconds until `when` on `clock` (a replayed clock runs `speed` times faster)."""
+    speed = float(getattr(clock, "speed", 1.0))
+    return max(0.0, (when - clock.now()).total_seconds() / speed)
+
+
+class Wakeups:
+    """Per-job wake events and the one watcher task that sets them on zone signal changes.
+
+    The watcher passes over every shared signal at least every `max_poll_s` wall seconds, so a
+    signal a job creates is watched within a second; a pass reads cached values (no provider
+    call) unless a value has expired.
+    """
+
+    def __init__(
+        self, clock: Clock, signals: SignalHub, *, max_poll_s: float = 1.0, on_zone_wake: Any = None
+    ) -> None:
+        self._clock = clock
+        self._on_zone_wake = on_zone_wake  # e.g. a Prometheus counter's inc
+        self._signals = signals
+        self._max_poll_s = max_poll_s
+        self._events: dict[JobKey, asyncio.Event] = {}
+        self._zones: dict[JobKey, ZoneKey] = {}
+        self._by_zone: dict[ZoneKey, set[JobKey]] = defaultdict(set)
+        self._last: dict[str, Hashable] = {}
+        self.zone_wakes = 0  # how many zone changes woke jobs (for tests and the benchmark log)
+
+    def register(self, job: JobKey, carbon: Mapping[str, Any]) -> asyncio.Event:
+        """The event that wakes `job`; re-registering (a provider switch) moves it to its new zone."""
+        self.unregister(job)
+        event = self._events.setdefault(job, asyncio.Event())
+        zone = zone_key(carbon)
+        self._zones[job] = zone
+        self._by_zone[zone].add(job)
+        return event
+
+    def unregister(self, job: JobKey) -> None:
+        zone = self._zones.pop(job, None)
+        if zone is not None:
+            self._by_zone[zone].discard(job)
+            if not self._by_zone[zone]:
+                del self._by_zone[zone]
+
+    def forget(self, job: JobKey) -> None:
+        self.unregister(job)
+        self._events.pop(job, None)
+
+    def wake(self, job: JobKey) -> None:
+        event = self._events.get(job)
+        if event is not None:
+            event.set()
+
+    def wake_zone(self, zone: ZoneKey) -> int:
+        jobs = list(self._by_zone.get(zone, ()))
+        for job in jobs:
+            self.wake(job)
+        return len(jobs)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Reads every shared signal when it expires and wakes its zone on a change; never raises."""
+        while not stop.is_set():
+            delay = self._max_poll_s
+            for key, carbon, signal in self._signals.items():
+                try:
+                    reading = await signal.read()
+                except Exception:  # CarbonSignal never raises; a bug here must not stop the watcher
+                    log.exception("zone watcher could not read %s", key)
+                    continue
+                fp = fingerprint(reading)
+                previous = self._last.get(key)
+                self._last[key] = fp
+                if previous is not None and fp != previous:
+                    woken = self.wake_zone(zone_key(carbon))
+                    self.zone_wakes += 1
+                    if self._on_zone_wake is not None:
+                        self._on_zone_wake()
+                    log.info("signal %s/%s changed: woke %d job(s)", reading.provider, reading.zone, woken)
+                delay = min(delay, self._due_in(reading, signal.ttl_s))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(0.05, delay))
+
+    def _due_in(self, reading: SignalReading, ttl_s: float) -> float:
+        """Wall seconds until this reading may change: its TTL, or the end of its current interval."""
+        speed = float(getattr(self._clock, "speed", 1.0))
+        due = ttl_s / speed
+        if reading.current is not None:
+            due = min(due, wall_seconds_until(self._clock, reading.current.end))
+        return due

@@ -1,0 +1,217 @@
+"""The Kubernetes glue around the pure step: failures at the API boundary end in defined states.
+
+The API server is replaced by an in-memory fake that can fail on demand (the real one is in
+tests/cluster); the carbon signal is the real static provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from gridwise.clock import ManualClock
+from gridwise.k8s.reconciler import OperatorContext, Reconciler
+from gridwise.metrics import OperatorMetrics
+from gridwise.signal_hub import SignalHub
+
+T0 = datetime(2030, 1, 6, tzinfo=UTC)
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.statuses: list[dict[str, Any]] = []
+        self.creates = 0
+        self.fail_status: ApiException | None = None
+        self.fail_patch: ApiException | None = None
+        self.secret_error: ApiException | None = None
+
+    async def get_job(self, ns: str, name: str) -> dict[str, Any] | None:
+        await asyncio.sleep(0)  # let a concurrent tick interleave here
+        return self.jobs.get(name)
+
+    async def create(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        await asyncio.sleep(0)
+        if manifest["kind"] != "Job":
+            return manifest
+        name = manifest["metadata"]["name"]
+        if name in self.jobs:
+            return None
+        self.creates += 1
+        job = {**manifest, "metadata": {**manifest["metadata"], "uid": f"job-{self.creates}"}}
+        self.jobs[name] = job
+        return job
+
+    async def patch_job(self, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        if self.fail_patch is not None:
+            raise self.fail_patch
+        self.jobs[name]["spec"].update(patch.get("spec", {}))
+        return self.jobs[name]
+
+    async def delete_job(self, ns: str, name: str) -> None:
+        self.jobs.pop(name, None)
+
+    async def job_pods(self, ns: str, job: str) -> list[dict[str, Any]]:
+        return []
+
+    async def read_secret(self, ns: str, name: str) -> dict[str, str]:
+        if self.secret_error is not None:
+            raise self.secret_error
+        return {}
+
+    async def patch_status(
+        self, group: str, version: str, plural: str, ns: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        if self.fail_status is not None:
+            raise self.fail_status
+        self.statuses.append(status)
+        return {}
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[tuple[Reconciler, FakeKube, ManualClock]]:
+    clock = ManualClock(T0)
+    kube = FakeKube()
+    hub = SignalHub(clock, {})
+    async with httpx.AsyncClient() as scraper:
+        ctx = OperatorContext(clock=clock, kube=kube, signals=hub, metrics=OperatorMetrics(), scraper=scraper)  # type: ignore[arg-type]
+        yield Reconciler(ctx, backoff_s=0.0), kube, clock
+    await hub.aclose()
+
+
+def body(status: dict[str, Any] | None = None, **spec_over: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "completeWithin": "24h",
+        "replicas": {"min": 1, "max": 1},
+        "work": {"gpuHours": 4, "totalSteps": 100},
+        "carbon": {"provider": "static", "zone": "XX", "staticGramsPerKWh": 900},
+        "policy": {"type": "threshold", "thresholdGramsPerKWh": 200},
+        "template": {"spec": {"containers": [{"name": "t", "image": "i"}]}},
+    }
+    spec.update(spec_over)
+    meta = {"name": "j", "namespace": "ns", "uid": "caj-1", "generation": 1}
+    return {"metadata": meta, "spec": spec, "status": status or {}}
+
+
+async def test_the_first_reconcile_never_runs_twice_at_once(env: Any) -> None:
+    reconciler, kube, _ = env
+    await asyncio.gather(reconciler.tick(body()), reconciler.tick(body()))
+    assert kube.creates == 1
+    created = [s for s in kube.statuses if s.get("acceptedTime")]
+    assert len({s["acceptedTime"] for s in created}) == 1
+
+
+async def test_a_rejected_status_write_is_kept_and_retried(env: Any) -> None:
+    reconciler, kube, clock = env
+    await reconciler.tick(body())  # creates the Job, suspended
+    kube.jobs["j"]["spec"]["suspend"] = False  # running, as after a clean spell
+    written = kube.statuses[-1]
+    clock.advance(60)
+    kube.fail_status = ApiException(status=422, reason="status.foo: Invalid value")
+    result = await reconciler.tick(body(written))  # dirty grid: pauses, but cannot write the status
+    assert not result.written and result.retry_after is not None
+    assert kube.jobs["j"]["spec"]["suspend"] is True and result.status["pauseTimes"] == [
+        "2030-01-06T00:01:00Z"
+    ]
+    clock.advance(60)
+    kube.fail_status = None
+    again = await reconciler.tick(body(written))  # the watched body still has the old status
+    assert again.written
+    last = kube.statuses[-1]
+    assert last["accounting"]["lastTime"] == "2030-01-06T00:02:00Z"
+    assert last["pauseTimes"] == ["2030-01-06T00:01:00Z"], "the pause record survived the failed write"
+    # Both minutes accounted once: the baseline (1 replica, run at once) did 2 minutes of work.
+    assert last["accounting"]["baselineWorkGPUHours"] == pytest.approx(2 / 60)
+    assert not [e for e in again.events if e[1] == "CarbonIntensity"], "the pause is not announced twice"
+
+
+async def test_a_rejected_job_patch_ends_in_a_condition_not_an_exception(env: Any) -> None:
+    reconciler, kube, clock = env
+    await reconciler.tick(body(policy={"type": "agnostic"}))
+    clock.advance(60)
+    kube.fail_patch = ApiException(status=422, reason="spec.completions: field is immutable")
+    result = await reconciler.tick(body(kube.statuses[-1], policy={"type": "agnostic"}))
+    cond = next(c for c in result.status["conditions"] if c["type"] == "Reconciled")
+    assert cond["status"] == "False" and cond["reason"] == "JobPatchFailed"
+    assert "immutable" in cond["message"]
+    assert result.status["replicas"] == 0, "the Job was not resumed, so status does not say it was"
+    assert ("Warning", "JobPatchFailed") in [(e[0], e[1]) for e in result.events]
+    assert result.retry_after is None, "a 422 is permanent: the next tick retries at its interval"
+    kube.fail_patch = ApiException(status=503, reason="etcd leader changed")
+    clock.advance(60)
+    result = await reconciler.tick(body(kube.statuses[-1], policy={"type": "agnostic"}))
+    assert result.retry_after is not None, "a 503 is transient: back off"
+
+
+async def test_a_missing_secret_is_a_named_stale_signal(env: Any) -> None:
+    reconciler, kube, clock = env
+    carbon = {"provider": "static", "zone": "XX", "staticGramsPerKWh": 900, "secretRef": {"name": "creds"}}
+    await reconciler.tick(body(carbon=carbon))
+    clock.advance(60)
+    kube.secret_error = ApiException(status=404, reason="not found")
+    result = await reconciler.tick(body(kube.statuses[-1], carbon=carbon))
+    cond = next(c for c in result.status["conditions"] if c["type"] == "CarbonSignalStale")
+    assert cond["status"] == "True" and "Secret creds not found in namespace ns" in cond["message"]
+    assert result.status["phase"] == "Running", "no signal: the job runs as its deadline requires"
+
+
+async def test_a_provider_bug_is_a_stale_signal_not_a_frozen_job(env: Any, monkeypatch: Any) -> None:
+    reconciler, kube, clock = env
+    await reconciler.tick(body())
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("provider library bug")
+
+    monkeypatch.setattr(reconciler.ctx.signals, "get", broken)
+    clock.advance(60)
+    result = await reconciler.tick(body(kube.statuses[-1]))
+    cond = next(c for c in result.status["conditions"] if c["type"] == "CarbonSignalStale")
+    assert cond["status"] == "True" and "provider library bug" in cond["message"]
+    assert result.status["phase"] == "Running"
+
+
+async def test_any_exception_in_a_tick_ends_in_a_defined_state(env: Any, monkeypatch: Any) -> None:
+    import gridwise.k8s.reconciler as module
+
+    reconciler, kube, clock = env
+    await reconciler.tick(body())
+    status = kube.statuses[-1]
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("bug in the step")
+
+    monkeypatch.setattr(module, "step", broken)
+    clock.set(T0 + timedelta(hours=21))  # 4 GPU-h of work, 3 h left: the deadline needs the job now
+    result = await reconciler.tick(body(status))
+    cond = next(c for c in result.status["conditions"] if c["type"] == "Reconciled")
+    assert cond["reason"] == "InternalError" and "bug in the step" in cond["message"]
+    assert kube.jobs["j"]["spec"]["suspend"] is False, "the deadline needs it: the fail-safe resumed it"
+    assert result.written
+    assert [e[1] for e in result.events] == ["InternalError"]
+    clock.advance(60)
+    again = await reconciler.tick(body(kube.statuses[-1]))
+    assert "InternalError" not in [e[1] for e in again.events], "a Warning once, not every tick"
+
+
+async def test_transient_failures_back_off_without_stopping(env: Any) -> None:
+    reconciler, kube, clock = env
+    slow = Reconciler(reconciler.ctx, backoff_s=100.0)
+    await slow.tick(body())
+    written = len(kube.statuses)
+    kube.fail_status = ApiException(status=503, reason="etcd unavailable")
+    clock.advance(60)
+    failed = await slow.tick(body(kube.statuses[-1]))
+    assert failed.retry_after == 100.0
+    kube.fail_status = None
+    clock.advance(60)
+    skipped = await slow.tick(body(kube.statuses[-1]))
+    assert skipped.action == "backoff" and len(kube.statuses) == written, "no API call while backing off"
+    slow._not_before.clear()  # the backoff has passed
+    again = await slow.tick(body(kube.statuses[-1]))
+    assert again.written and again.retry_after is None
