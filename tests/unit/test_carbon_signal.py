@@ -22,9 +22,20 @@ ENV = {
 }
 
 
+def allow(api: FakeApi) -> dict[str, str]:
+    """The operator's environment with the fake provider on its base-URL allow-list."""
+    return {"GRIDWISE_CARBON_ALLOWED_URLS": api.base_url}
+
+
+TRACES = {"GRIDWISE_TRACE_DIRS": str(FIXTURES)}
+
+
 def em_signal(api: FakeApi, clock: ManualClock, **kwargs: float) -> CarbonSignal:
     provider = build_provider(
-        {"provider": "electricitymaps", "zone": "DE", "baseURL": api.base_url}, env=ENV, clock=clock
+        {"provider": "electricitymaps", "zone": "DE", "baseURL": api.base_url},
+        env=allow(api),
+        secret=ENV,
+        clock=clock,
     )
     options: dict[str, float] = {"retries": 2, "backoff_s": 1.0, "timeout_s": 2.0}
     options.update(kwargs)
@@ -76,6 +87,8 @@ async def test_failures_give_stale_reading_with_reason(
     attempts = len([r for r in fake_api.requests if r[0].endswith("/latest")])
     if case == "401":
         assert attempts == 1  # a rejected key is not retried
+    elif case == "timeout":
+        assert attempts == 1  # one read never takes longer than its budget (the per-call timeout)
     else:
         assert attempts == 3  # one try and two retries
         assert clock.now() - NOW >= timedelta(seconds=3)  # backoff 1 s + 2 s, slept on the injected clock
@@ -133,7 +146,10 @@ async def test_watttime_secrets_never_leak(fake_api: FakeApi, caplog: pytest.Log
     fake_api.set("/v3/forecast", status=500, body="internal error for token wt-token-SECRET-abc123")
     clock = ManualClock(NOW)
     provider = build_provider(
-        {"provider": "watttime", "zone": "CAISO_NORTH", "baseURL": fake_api.base_url}, env=ENV, clock=clock
+        {"provider": "watttime", "zone": "CAISO_NORTH", "baseURL": fake_api.base_url},
+        env=allow(fake_api),
+        secret=ENV,
+        clock=clock,
     )
     signal = CarbonSignal(provider, clock=clock, retries=1, backoff_s=0.1)
     with caplog.at_level(logging.DEBUG):
@@ -187,7 +203,9 @@ async def test_trace_provider_forecast_filled_by_forecaster() -> None:
         "zone": "US-CAL-CISO",
         "tracePath": str(FIXTURES / "em_us-cal-ciso_2022-04_hourly.csv"),
     }
-    signal = CarbonSignal(build_provider(spec, env={}, clock=clock), clock=clock, horizon=timedelta(hours=24))
+    signal = CarbonSignal(
+        build_provider(spec, env=TRACES, clock=clock), clock=clock, horizon=timedelta(hours=24)
+    )
     reading = await signal.read()
     assert not reading.stale and "seasonal forecaster" in reading.reason
     assert reading.forecast[-1].end >= clock.now() + timedelta(hours=23)
