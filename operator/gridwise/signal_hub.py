@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from gridwise.carbon import CarbonSignal, build_provider
@@ -45,6 +46,7 @@ class SignalHub:
         # Built once at start: a bad allow-list entry stops the operator with a clear message.
         self._access = access if access is not None else AccessPolicy.from_env(self._env)
         self._signals: dict[str, CarbonSignal] = {}
+        self._refused: dict[str, tuple[ValueError, datetime]] = {}
         self._lock = asyncio.Lock()
         self._ttl_s, self._min_interval_s, self._timeout_s = ttl_s, min_interval_s, timeout_s
 
@@ -56,12 +58,25 @@ class SignalHub:
         """
         tenant = dict(secret or {}) if (carbon.get("secretRef") or {}).get("name") else None
         key = signal_key(carbon, tenant)
+        found = self._signals.get(key)
+        if found is not None:
+            return found
+        refused = self._refused.get(key)
+        now = self._clock.now()
+        if refused is not None and (now - refused[1]).total_seconds() < self._ttl_s:
+            raise refused[0]  # a refused spec is not re-read (a trace file) on every tick
+        try:
+            # Built outside the lock: loading one job's trace never holds up another job's signal.
+            provider = await asyncio.to_thread(
+                build_provider, carbon, env=self._env, clock=self._clock, secret=tenant, access=self._access
+            )
+        except ValueError as exc:
+            self._refused[key] = (exc, now)
+            raise
+        self._refused.pop(key, None)
         async with self._lock:
             found = self._signals.get(key)
             if found is None:
-                provider = build_provider(
-                    carbon, env=self._env, clock=self._clock, secret=tenant, access=self._access
-                )
                 found = CarbonSignal(
                     provider,
                     clock=self._clock,
@@ -70,7 +85,9 @@ class SignalHub:
                     timeout_s=self._timeout_s,
                 )
                 self._signals[key] = found
-            return found
+                return found
+        await provider.aclose()  # another job built the same signal meanwhile
+        return found
 
     async def aclose(self) -> None:
         async with self._lock:

@@ -521,3 +521,49 @@ async def test_one_stuck_provider_does_not_stall_another(attacker: Attacker) -> 
     assert time.monotonic() - started < 0.5 and not reading.stale
     slow_read.cancel()
     await hub.aclose()
+
+
+async def test_refused_specs_are_not_rebuilt_every_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gridwise.signal_hub as hub_module
+
+    calls: list[str] = []
+    real = hub_module.build_provider
+
+    def counting(carbon: dict[str, object], **kw: object) -> object:
+        calls.append(str(carbon.get("tracePath")))
+        return real(carbon, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hub_module, "build_provider", counting)
+    clock = ManualClock(NOW)
+    hub = SignalHub(clock, {}, ttl_s=300)
+    bad = {"provider": "trace", "zone": "X", "tracePath": "/etc/passwd"}
+    for _ in range(3):
+        with pytest.raises(AccessError):
+            await hub.get(bad)
+    assert len(calls) == 1
+    clock.advance(301)
+    with pytest.raises(AccessError):
+        await hub.get(bad)
+    assert len(calls) == 2
+
+
+async def test_a_slow_build_does_not_hold_up_other_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gridwise.signal_hub as hub_module
+
+    real = hub_module.build_provider
+
+    def slow_for_traces(carbon: dict[str, object], **kw: object) -> object:
+        if carbon.get("provider") == "trace":
+            time.sleep(1.5)  # a big trace being parsed
+        return real(carbon, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hub_module, "build_provider", slow_for_traces)
+    hub = SignalHub(ManualClock(NOW), {})
+    slow = asyncio.create_task(hub.get({"provider": "trace", "zone": "X", "tracePath": "nope.csv"}))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await hub.get({"provider": "static", "zone": "x", "staticGramsPerKWh": 100})
+    assert time.monotonic() - started < 0.5
+    with pytest.raises(AccessError):
+        await slow
+    await hub.aclose()
