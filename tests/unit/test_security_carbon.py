@@ -567,3 +567,12 @@ async def test_a_slow_build_does_not_hold_up_other_jobs(monkeypatch: pytest.Monk
     with pytest.raises(AccessError):
         await slow
     await hub.aclose()
+
+
+def test_signal_type_for_a_spec_follows_the_provider() -> None:
+    from gridwise.carbon import signal_type_for
+
+    assert signal_type_for({"provider": "watttime"}) == "marginal"
+    assert signal_type_for({"provider": "electricitymaps"}) == "average"
+    assert signal_type_for({"provider": "static", "signalType": "marginal"}) == "marginal"
+    assert signal_type_for({"provider": "carbon-aware-sdk"}) == "average"

@@ -25,6 +25,17 @@ PROVIDERS: Final = ("uk-neso", "electricitymaps", "watttime", "carbon-aware-sdk"
 FIXED_SIGNAL_TYPES: Final = {"uk-neso": "average", "electricitymaps": "average", "watttime": "marginal"}
 
 
+def signal_type_for(carbon: Mapping[str, Any]) -> str:
+    """The signal type a job's carbon spec gives: its own signalType, else the provider's (WattTime marginal).
+
+    Status, the trainer's env and stale readings must use this, not a blanket "average".
+    """
+    wanted = carbon.get("signalType")
+    if isinstance(wanted, str) and wanted in SIGNAL_TYPES:
+        return wanted
+    return FIXED_SIGNAL_TYPES.get(str(carbon.get("provider")), "average")
+
+
 def _text(spec: Mapping[str, Any], key: str, default: str | None = None) -> str:
     value = spec.get(key, default)
     if not isinstance(value, str) or not value:
@@ -97,7 +108,7 @@ def build_provider(
     name = spec.get("provider")
     if name not in PROVIDERS:
         raise ValueError(f"unknown carbon provider {name!r}; known providers: {', '.join(PROVIDERS)}")
-    signal_type = spec.get("signalType") or FIXED_SIGNAL_TYPES.get(name, "average")
+    signal_type = spec.get("signalType") or signal_type_for(spec)
     if signal_type not in SIGNAL_TYPES:
         raise ValueError(
             f"spec.carbon.signalType must be one of {', '.join(SIGNAL_TYPES)}, got {signal_type!r}"
