@@ -204,8 +204,12 @@ def test_operator_fails_without_a_needed_rule(
 # --- least privilege, proven with `kubectl auth can-i` as the chart's ServiceAccount ------------------------
 
 
-def can_i(cluster: Cluster, who: str, verb: str, resource: str, namespace: str | None = None) -> bool:
+def can_i(
+    cluster: Cluster, who: str, verb: str, resource: str, namespace: str | None = None, sub: str = ""
+) -> bool:
+    """`kubectl auth can-i`; `resource/name` names one object, `sub` a subresource."""
     args = ["auth", "can-i", verb, resource, f"--as={who}"]
+    args += [f"--subresource={sub}"] if sub else []
     args += ["-n", namespace] if namespace else ["--all-namespaces"]
     out = cluster.kubectl(*args, check=False)
     answer = out.stdout.strip()
@@ -235,7 +239,7 @@ def test_default_rbac_is_namespaced(cluster: Cluster, namespace: str, applied: A
     sa = f"system:serviceaccount:{namespace}:{release}"
     assert can_i(cluster, sa, "create", "jobs.batch", namespace)
     assert can_i(cluster, sa, "get", "secrets", namespace)
-    assert can_i(cluster, sa, "patch", "carbonawarejobs.gridwise.dev/status", namespace)
+    assert can_i(cluster, sa, "patch", "carbonawarejobs.gridwise.dev", namespace, sub="status")
     assert not can_i(cluster, sa, "get", "secrets", "kube-system")
     assert not can_i(cluster, sa, "get", "secrets", "default")
     assert not can_i(cluster, sa, "list", "secrets", namespace)  # get by name only
@@ -303,7 +307,7 @@ def test_caj_rights_follow_job_rights(cluster: Cluster, namespace: str, applied:
     assert can_i(cluster, "viewer", "list", "carbonawarejobs.gridwise.dev", namespace)
     assert not can_i(cluster, "viewer", "create", "carbonawarejobs.gridwise.dev", namespace)
     assert not can_i(cluster, "viewer", "create", "jobs.batch", namespace)
-    assert not can_i(cluster, "editor", "patch", "carbonawarejobs.gridwise.dev/status", namespace)
+    assert not can_i(cluster, "editor", "patch", "carbonawarejobs.gridwise.dev", namespace, sub="status")
 
 
 # --- the admission policy: no privileged pods through the operator ----------------------------------------
