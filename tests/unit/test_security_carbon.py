@@ -281,7 +281,7 @@ def test_traces_outside_the_allowed_dirs_are_refused(trace_dir: Path, requested:
     started = time.monotonic()
     with pytest.raises(AccessError) as info:
         build_trace(path, trace_dir)
-    assert time.monotonic() - started < 1.0  # /dev/zero is never read
+    assert time.monotonic() - started < 5.0  # /dev/zero is never read (reading it never ends)
     message = str(info.value)
     assert str(trace_dir) not in message and "secret" not in message and "root:" not in message
 
@@ -370,7 +370,7 @@ async def test_slow_drip_provider_is_cut_at_the_total_time_cap(attacker: Attacke
     with pytest.raises(ProviderError, match=r"no complete answer within 1\.5 s"):
         await get_json(client, "p", attacker.url, total_timeout_s=1.5)
     await client.aclose()
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 8  # the whole answer would take 30 s
 
 
 async def test_slow_provider_bounds_the_whole_signal_read(attacker: Attacker) -> None:
@@ -390,7 +390,7 @@ async def test_slow_provider_bounds_the_whole_signal_read(attacker: Attacker) ->
     started = time.monotonic()
     reading = await signal.read()
     await signal.aclose()
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 6  # the provider would take 30 s per attempt, 3 attempts
     assert reading.stale and "no answer within 1 s" in reading.reason
 
 
@@ -518,7 +518,7 @@ async def test_one_stuck_provider_does_not_stall_another(attacker: Attacker) -> 
     await asyncio.sleep(0.2)
     started = time.monotonic()
     reading = await healthy.read()
-    assert time.monotonic() - started < 0.5 and not reading.stale
+    assert time.monotonic() - started < 3 and not reading.stale  # not behind the 30 s provider
     slow_read.cancel()
     await hub.aclose()
 
@@ -554,7 +554,7 @@ async def test_a_slow_build_does_not_hold_up_other_jobs(monkeypatch: pytest.Monk
 
     def slow_for_traces(carbon: dict[str, object], **kw: object) -> object:
         if carbon.get("provider") == "trace":
-            time.sleep(1.5)  # a big trace being parsed
+            time.sleep(4)  # a big trace being parsed
         return real(carbon, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(hub_module, "build_provider", slow_for_traces)
@@ -563,7 +563,7 @@ async def test_a_slow_build_does_not_hold_up_other_jobs(monkeypatch: pytest.Monk
     await asyncio.sleep(0.1)
     started = time.monotonic()
     await hub.get({"provider": "static", "zone": "x", "staticGramsPerKWh": 100})
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2  # not behind the 4 s build
     with pytest.raises(AccessError):
         await slow
     await hub.aclose()

@@ -22,7 +22,7 @@ MIN_YEAR, MAX_YEAR = 2000, 2200
 
 
 def new_client(timeout_s: float = DEFAULT_TIMEOUT_S) -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), follow_redirects=False, trust_env=False)
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), follow_redirects=False)
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
