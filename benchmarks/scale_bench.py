@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -316,6 +317,7 @@ def main() -> int:
             ],
             stdout=op_log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "GRIDWISE_TRACE_DIRS": str(work)},  # where the bench's trace lives
         )  # fmt: skip
         time.sleep(6)
         idle_rss = rss_kib(op.pid, "VmRSS")

@@ -28,8 +28,14 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PHASES = ("Pending", "Running", "Paused", "Succeeded", "Failed")
 LIVE_POLICIES = ("agnostic", "threshold", "forecast")
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_DURATION = re.compile(r"(\d{1,5}(?:\.\d{1,3})?)([smhd])")
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# The horizon: no deadline lies further than this after the operator accepts a job (the CRD's CEL
+# rules say the same). It bounds every per-job structure that grows with time until the deadline.
+MAX_HORIZON = timedelta(days=90)
+# A DNS-1035 label: the job's name also names its headless Service.
+_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+MAX_NAME_LENGTH = 52
 
 
 class SpecError(ValueError):
@@ -37,26 +43,52 @@ class SpecError(ValueError):
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parses Go-style durations such as 36h, 90m or 2d12h (d = 24h)."""
+    """Parses Go-style durations such as 36h, 90m or 2d12h (d = 24h), at most MAX_HORIZON long.
+
+    Bounded digits and a bounded total: `99999999h` is refused, not an OverflowError in every tick.
+    """
+    shown = text if len(text) <= 40 else text[:40] + "..."
     pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
+    if len(text) <= 32:
+        for m in _DURATION.finditer(text):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+            pos = m.end()
     if pos != len(text) or not text:
-        raise SpecError(f"completeWithin {text!r} is not a duration like 36h, 90m or 2d12h")
+        raise SpecError(f"completeWithin {shown!r} is not a duration like 36h, 90m or 2d12h")
+    if total > MAX_HORIZON.total_seconds():
+        raise SpecError(f"completeWithin {shown!r} is longer than the {_horizon_text()} horizon")
     return timedelta(seconds=total)
 
 
+def _horizon_text() -> str:
+    return f"{MAX_HORIZON.days} days ({MAX_HORIZON.days * 24}h)"
+
+
+def check_name(name: str) -> None:
+    """The names the Job, its pods and its headless Service accept (the CRD's CEL rule, again)."""
+    if len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
+        raise SpecError(
+            f"metadata.name {name[:70]!r} must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
+            "(lower-case letters, digits and '-', starting with a letter, no dots): "
+            "it names the Job's Service"
+        )
+
+
 def parse_time(text: str) -> datetime:
+    if len(text) > 64:
+        raise SpecError(f"{text[:64]!r}... is not an RFC 3339 time")
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise SpecError(f"{text!r} is not an RFC 3339 time") from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        raise SpecError(f"{text!r} is outside the times gridwise handles") from None
 
 
 def format_time(when: datetime) -> str:
@@ -96,11 +128,33 @@ class JobSpec:
 
 
 def resolve_deadline(spec: Mapping[str, Any], created: datetime) -> datetime:
+    """The deadline, at most MAX_HORIZON after `created` (when the operator accepted the job)."""
+    if spec.get("deadline") and spec.get("completeWithin"):
+        raise SpecError("set exactly one of deadline or completeWithin")
     if spec.get("deadline"):
-        return parse_time(str(spec["deadline"]))
+        deadline = parse_time(str(spec["deadline"]))
+        if deadline - created > MAX_HORIZON:
+            raise SpecError(
+                f"deadline {format_time(deadline)} is more than {_horizon_text()} after the job was accepted "
+                f"({format_time(created)}): beyond the horizon"
+            )
+        return deadline
     if spec.get("completeWithin"):
         return created + parse_duration(str(spec["completeWithin"]))
     raise SpecError("set exactly one of deadline or completeWithin")
+
+
+def _signal_type(carbon: Mapping[str, Any]) -> None:
+    """WattTime serves only marginal, the average-only APIs only average: a mismatch could never work."""
+    fixed = {"uk-neso": "average", "electricitymaps": "average", "watttime": "marginal"}.get(
+        str(carbon.get("provider"))
+    )
+    wanted = carbon.get("signalType")
+    if fixed is not None and wanted not in (None, fixed):
+        raise SpecError(
+            f"carbon.signalType {wanted!r} does not match provider {carbon.get('provider')}, which serves "
+            f"{fixed} intensity (leave signalType unset to use the provider's)"
+        )
 
 
 def _total_steps(work: Mapping[str, Any]) -> int:
@@ -110,8 +164,15 @@ def _total_steps(work: Mapping[str, Any]) -> int:
     return steps
 
 
+def _carbon(spec: Mapping[str, Any]) -> dict[str, Any]:
+    carbon = dict(spec.get("carbon") or {})
+    _signal_type(carbon)
+    return carbon
+
+
 def parse_job_spec(name: str, namespace: str, spec: Mapping[str, Any], created: datetime) -> JobSpec:
     """Builds a JobSpec; raises SpecError with a readable message for what the schema let through."""
+    check_name(name)
     replicas = spec.get("replicas") or {}
     work = spec.get("work") or {}
     policy = spec.get("policy") or {}
@@ -138,7 +199,7 @@ def parse_job_spec(name: str, namespace: str, spec: Mapping[str, Any], created: 
         total_steps=_total_steps(work),
         scaling_efficiency=float(work.get("scalingEfficiency", 0.9)),
         power_per_replica_watts=float(work.get("powerPerReplicaWatts", 400.0)),
-        carbon=dict(spec.get("carbon") or {}),
+        carbon=_carbon(spec),
         policy=PolicySpec(
             type=ptype,
             threshold_grams_per_kwh=float(threshold) if threshold is not None else None,

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -225,6 +226,8 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
             leader_election=False,
             signal_ttl_s=300.0,
             signal_min_interval_s=0.0,
+            # The replayed trace's directory is the operator's trace directory (spec.carbon.tracePath).
+            env={**os.environ, "GRIDWISE_TRACE_DIRS": str(trace.resolve().parent)},
         )
         stop = asyncio.Event()
         operator = asyncio.create_task(run_operator(config, stop))

@@ -103,7 +103,13 @@ class OperatorProcess:
         if identity:
             args += ["--identity", identity]
         self.args = [*args, *extra_args]
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        # Tests write their traces next to the operator's log: that is the operator's trace directory.
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "GRIDWISE_TRACE_DIRS": str(log_path.parent),
+            **(extra_env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> OperatorProcess:

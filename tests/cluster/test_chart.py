@@ -109,7 +109,14 @@ def test_deployment_is_hardened_and_probed() -> None:
 
 
 def _rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
+    """The operator's rules (not the users' view/edit roles aggregated into the built-in ones)."""
+    return [
+        r
+        for d in docs
+        if d["kind"] in ("ClusterRole", "Role")
+        and not any(k.startswith("rbac.authorization.k8s.io/aggregate-to") for k in d["metadata"]["labels"])
+        for r in d["rules"]
+    ]
 
 
 def test_rbac_is_least_privilege() -> None:
@@ -291,8 +298,18 @@ def test_helm_install_is_accepted_by_the_api_server(cluster: Cluster, namespace:
             cluster.kubectl(
                 "-n", namespace, "get", kind, "-l", f"app.kubernetes.io/instance={release}", "-o", "name"
             )
-        cluster.kubectl("get", "clusterrole", release, f"{release}-discovery")
-        cluster.kubectl("get", "clusterrolebinding", release, f"{release}-discovery")
+        cluster.kubectl(
+            "get", "clusterrole", release, f"{release}-discovery", f"{release}-view", f"{release}-edit"
+        )
+        # Least privilege by default: the operator's rights are bound in its namespace only.
+        cluster.kubectl("get", "clusterrolebinding", f"{release}-discovery")
+        cluster.kubectl("-n", namespace, "get", "rolebinding", release)
+        assert cluster.kubectl("get", "clusterrolebinding", release, check=False).returncode != 0
+        cluster.kubectl(
+            "get",
+            "validatingadmissionpolicy,validatingadmissionpolicybinding",
+            f"{release}-template-privileges",
+        )
         # The controller manager turns the Deployment into pods with the hardened spec the API accepted.
         pods = wait_for(
             "the Deployment's pods",

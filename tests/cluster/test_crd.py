@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -39,7 +41,7 @@ def test_good_examples_are_accepted(cluster: Cluster, namespace: str, manifest: 
     assert obj["kind"] == KIND
     # Server-side defaults from the schema were applied.
     assert obj["spec"]["policy"]["type"] in ("agnostic", "threshold", "forecast")
-    assert obj["spec"]["carbon"]["signalType"] in ("average", "marginal")
+    assert obj["spec"]["carbon"].get("signalType", "unset") in ("average", "marginal", "unset")
 
 
 @pytest.mark.cluster
@@ -95,3 +97,65 @@ def test_bad_status_values_are_rejected(cluster: Cluster, namespace: str) -> Non
     assert result.returncode != 0
     assert 'Unsupported value: "Exploded"' in result.stderr
     assert "should be less than or equal to 1" in result.stderr
+
+
+def _minimal(name: str, **spec: Any) -> str:
+    doc: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": {"max": 1},
+            "work": {"gpuHours": 1, "totalSteps": 10},
+            "carbon": {"provider": "static", "staticGramsPerKWh": 100},
+            "template": {"spec": {"containers": [{"name": "t", "image": "x"}]}},
+            **spec,
+        },
+    }
+    return yaml.safe_dump(doc)
+
+
+def _dry_run(cluster: Cluster, namespace: str, manifest: str) -> subprocess.CompletedProcess[str]:
+    return cluster.kubectl(
+        "-n", namespace, "apply", "--dry-run=server", "-o", "json", "-f", "-", input=manifest, check=False
+    )
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("within", ["90d", "2160h", "89d23h59m60s", "2d12h", "1.5h", "45m"])
+def test_durations_up_to_the_horizon_are_accepted(cluster: Cluster, namespace: str, within: str) -> None:
+    result = _dry_run(cluster, namespace, _minimal("ok", completeWithin=within))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    ("within", "expect"),
+    [
+        ("2160h1s", "at most 90 days"),
+        ("1000d", "at most 90 days"),
+        ("123456h", "should match"),
+        ("1h1h1h1h1h", "should match"),
+    ],
+)
+def test_durations_past_the_horizon_are_rejected(
+    cluster: Cluster, namespace: str, within: str, expect: str
+) -> None:
+    result = _dry_run(cluster, namespace, _minimal("bad", completeWithin=within))
+    assert result.returncode != 0 and expect in result.stderr, result.stderr
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("name", ["a.b", "9lives", "x" * 53])
+def test_names_the_service_rejects_are_rejected(cluster: Cluster, namespace: str, name: str) -> None:
+    result = _dry_run(cluster, namespace, _minimal(name, completeWithin="1h"))
+    assert result.returncode != 0, f"{name} was accepted"
+
+
+@pytest.mark.cluster
+def test_watttime_without_signal_type_is_accepted_and_not_defaulted(cluster: Cluster, namespace: str) -> None:
+    """The CRD used to default signalType to average, which WattTime can never serve."""
+    carbon = {"provider": "watttime", "zone": "CAISO_NORTH"}
+    result = _dry_run(cluster, namespace, _minimal("wt", completeWithin="1h", carbon=carbon))
+    assert result.returncode == 0, result.stderr
+    assert "signalType" not in json.loads(result.stdout)["spec"]["carbon"]

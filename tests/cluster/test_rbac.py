@@ -114,7 +114,8 @@ def job_suspended(cluster: Cluster, ns: str, name: str) -> bool | None:
 def test_pause_and_resume_with_only_the_chart_rbac(
     cluster: Cluster, namespace: str, tmp_path: Path, as_chart_sa: Any, clusterwide: bool
 ) -> None:
-    values: dict[str, Any] = {} if clusterwide else {"watchNamespaces": [namespace]}
+    # The default is namespaced to the release namespace; cluster-wide is an explicit opt-in.
+    values: dict[str, Any] = {"rbac": {"clusterWide": True}} if clusterwide else {}
     op = as_chart_sa(render_rbac(as_chart_sa.release, namespace, values), clusterwide=clusterwide)
     lease = get_json(cluster, namespace, "lease", "gridwise-operator")
     assert lease["spec"]["holderIdentity"] == f"{as_chart_sa.release}-0"
@@ -198,3 +199,183 @@ def test_operator_fails_without_a_needed_rule(
     else:
         assert job_suspended(cluster, namespace, "deny") in (None, True)
         assert phase(cluster, namespace, "deny") != "Running"
+
+
+# --- least privilege, proven with `kubectl auth can-i` as the chart's ServiceAccount ------------------------
+
+
+def can_i(
+    cluster: Cluster, who: str, verb: str, resource: str, namespace: str | None = None, sub: str = ""
+) -> bool:
+    """`kubectl auth can-i`; `resource/name` names one object, `sub` a subresource."""
+    args = ["auth", "can-i", verb, resource, f"--as={who}"]
+    args += [f"--subresource={sub}"] if sub else []
+    args += ["-n", namespace] if namespace else ["--all-namespaces"]
+    out = cluster.kubectl(*args, check=False)
+    answer = out.stdout.strip()
+    assert answer in ("yes", "no"), f"kubectl auth can-i gave {answer!r}: {out.stderr}"
+    return answer == "yes"
+
+
+@pytest.fixture
+def applied(cluster: Cluster) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
+    """Applies chart objects and deletes the cluster-scoped ones afterwards (namespaces go with the test)."""
+    docs_all: list[dict[str, Any]] = []
+
+    def apply(docs: list[dict[str, Any]]) -> None:
+        docs_all.extend(docs)
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+    yield apply
+    for d in docs_all:
+        if "namespace" not in d["metadata"]:
+            cluster.kubectl("delete", d["kind"], d["metadata"]["name"], "--wait=false", check=False)
+
+
+def test_default_rbac_is_namespaced(cluster: Cluster, namespace: str, applied: Any) -> None:
+    """Default values: rights in the release namespace only; no kube-system Secrets, no Jobs elsewhere."""
+    release = f"gw-{namespace}"
+    applied(render_rbac(release, namespace, {}))
+    sa = f"system:serviceaccount:{namespace}:{release}"
+    assert can_i(cluster, sa, "create", "jobs.batch", namespace)
+    assert can_i(cluster, sa, "get", "secrets", namespace)
+    assert can_i(cluster, sa, "patch", "carbonawarejobs.gridwise.dev", namespace, sub="status")
+    assert not can_i(cluster, sa, "get", "secrets", "kube-system")
+    assert not can_i(cluster, sa, "get", "secrets", "default")
+    assert not can_i(cluster, sa, "list", "secrets", namespace)  # get by name only
+    assert not can_i(cluster, sa, "create", "jobs.batch", "default")
+    assert not can_i(cluster, sa, "create", "jobs.batch", "kube-system")
+    assert not can_i(cluster, sa, "create", "jobs.batch")  # not cluster-wide
+    assert not can_i(cluster, sa, "create", "services", "kube-system")
+    assert not can_i(cluster, sa, "create", "pods", namespace)  # Jobs make pods; the operator never does
+
+
+def test_watch_namespaces_grant_only_those(cluster: Cluster, namespace: str, applied: Any) -> None:
+    other = f"{namespace}-ml"
+    cluster.kubectl("create", "namespace", other)
+    try:
+        release = f"gw-{namespace}"
+        applied(render_rbac(release, namespace, {"watchNamespaces": [other]}))
+        sa = f"system:serviceaccount:{namespace}:{release}"
+        assert can_i(cluster, sa, "create", "jobs.batch", other)
+        assert can_i(cluster, sa, "get", "secrets", other)
+        assert not can_i(cluster, sa, "create", "jobs.batch", namespace)  # the release ns is not watched
+        assert not can_i(cluster, sa, "get", "secrets", "kube-system")
+        assert can_i(cluster, sa, "update", "leases.coordination.k8s.io/gridwise-operator", namespace)
+        assert not can_i(cluster, sa, "update", "leases.coordination.k8s.io/other", namespace)
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def test_cluster_wide_mode_reads_only_named_secrets(cluster: Cluster, namespace: str, applied: Any) -> None:
+    release = f"gw-{namespace}"
+    values = {"rbac": {"clusterWide": True, "providerSecretNames": ["carbon-keys"]}}
+    applied(render_rbac(release, namespace, values))
+    sa = f"system:serviceaccount:{namespace}:{release}"
+    assert can_i(cluster, sa, "create", "jobs.batch")
+    assert can_i(cluster, sa, "get", "secrets/carbon-keys", "ml-team")
+    assert not can_i(cluster, sa, "get", "secrets/bootstrap-token-abc", "kube-system")
+    assert not can_i(cluster, sa, "get", "secrets", "kube-system")
+    assert not can_i(cluster, sa, "list", "secrets")
+    no_names = render_rbac(release + "-b", namespace, {"rbac": {"clusterWide": True}})
+    assert not [
+        r for d in no_names if d["kind"] == "ClusterRole" for r in d["rules"] if "secrets" in r["resources"]
+    ], "cluster-wide without providerSecretNames must not read Secrets at all"
+
+
+def test_caj_rights_follow_job_rights(cluster: Cluster, namespace: str, applied: Any) -> None:
+    """view may read CarbonAwareJobs; only edit/admin (who may create Jobs) may create them."""
+    release = f"gw-{namespace}"
+    applied([d for d in render_rbac(release, namespace, {}) if d["kind"] == "ClusterRole"])
+    for user, role in (("viewer", "view"), ("editor", "edit")):
+        cluster.kubectl(
+            "-n",
+            namespace,
+            "create",
+            "rolebinding",
+            f"{user}-{role}",
+            f"--clusterrole={role}",
+            f"--user={user}",
+        )
+    wait_for(
+        "the aggregated roles to reach edit",
+        lambda: can_i(cluster, "editor", "create", "carbonawarejobs.gridwise.dev", namespace),
+        timeout=30,
+    )
+    assert can_i(cluster, "editor", "create", "jobs.batch", namespace)
+    assert can_i(cluster, "editor", "delete", "carbonawarejobs.gridwise.dev", namespace)
+    assert can_i(cluster, "viewer", "list", "carbonawarejobs.gridwise.dev", namespace)
+    assert not can_i(cluster, "viewer", "create", "carbonawarejobs.gridwise.dev", namespace)
+    assert not can_i(cluster, "viewer", "create", "jobs.batch", namespace)
+    assert not can_i(cluster, "editor", "patch", "carbonawarejobs.gridwise.dev", namespace, sub="status")
+
+
+# --- the admission policy: no privileged pods through the operator ----------------------------------------
+
+
+def _caj(name: str, pod: dict[str, Any]) -> str:
+    container: dict[str, Any] = {"name": "t", "image": "trainer"}
+    container.update(pod.pop("container", {}))
+    doc = {
+        "apiVersion": "gridwise.dev/v1alpha1",
+        "kind": "CarbonAwareJob",
+        "metadata": {"name": name},
+        "spec": {
+            "completeWithin": "12h",
+            "replicas": {"max": 1},
+            "work": {"gpuHours": 1, "totalSteps": 10},
+            "carbon": {"provider": "static", "staticGramsPerKWh": 100},
+            "template": {"spec": {"containers": [container], **pod}},
+        },
+    }
+    return yaml.safe_dump(doc)
+
+
+HOSTILE = {
+    "privileged": {"container": {"securityContext": {"privileged": True}}},
+    "privileged-init": {
+        "initContainers": [{"name": "i", "image": "x", "securityContext": {"privileged": True}}]
+    },
+    "host-network": {"hostNetwork": True},
+    "host-pid": {"hostPID": True},
+    "host-ipc": {"hostIPC": True},
+    "host-path": {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]},
+}
+
+
+def test_admission_policy_refuses_privileged_templates(
+    cluster: Cluster, namespace: str, applied: Any
+) -> None:
+    release = f"gw-{namespace}"
+    docs = helm_template(CHART, release, namespace, {"fullnameOverride": release})
+    policy = [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert {d["kind"] for d in policy} == {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    applied(policy)
+
+    def refused(name: str, pod: dict[str, Any]) -> str | None:
+        out = cluster.kubectl(
+            "-n",
+            namespace,
+            "apply",
+            "--dry-run=server",
+            "-f",
+            "-",
+            input=_caj(name, copy.deepcopy(pod)),
+            check=False,
+        )
+        return out.stderr if out.returncode != 0 else None
+
+    wait_for(
+        "the policy to be enforced", lambda: refused("probe", HOSTILE["privileged"]) is not None, timeout=30
+    )
+    for case, pod in HOSTILE.items():
+        err = refused(case, pod)
+        assert err is not None, f"{case} was admitted"
+        assert "not allowed" in err and "gridwise.dev/allow-privileged-templates" in err, err
+    assert refused("plain", {}) is None
+    assert refused("hardened", {"container": {"securityContext": {"privileged": False}}}) is None
+    # A namespace that opts in (a trusted system namespace) may.
+    cluster.kubectl("label", "namespace", namespace, "gridwise.dev/allow-privileged-templates=true")
+    wait_for("the opt-in to apply", lambda: refused("opted-in", HOSTILE["privileged"]) is None, timeout=30)
+    for case, pod in HOSTILE.items():
+        assert refused(case, pod) is None, case

@@ -21,10 +21,18 @@ ENV = {
 }
 
 
+def allow(api: FakeApi) -> dict[str, str]:
+    """The operator's environment with the fake provider on its base-URL allow-list."""
+    return {"GRIDWISE_CARBON_ALLOWED_URLS": api.base_url}
+
+
+TRACES = {"GRIDWISE_TRACE_DIRS": str(FIXTURES)}
+
+
 async def test_uk_neso_parses_documented_format(fake_api: FakeApi) -> None:
     fake_api.set("/intensity/2023-06-01T12:00Z/fw48h", body=(FIXTURES / "uk_neso_fw48h.json").read_bytes())
     provider = build_provider(
-        {"provider": "uk-neso", "baseURL": fake_api.base_url}, env={}, clock=ManualClock(NOW)
+        {"provider": "uk-neso", "baseURL": fake_api.base_url}, env=allow(fake_api), clock=ManualClock(NOW)
     )
     try:
         result = await provider.fetch()
@@ -41,7 +49,8 @@ async def test_electricitymaps_parses_and_sends_key_in_header(fake_api: FakeApi)
     fake_api.fixture("/v3/carbon-intensity/forecast", "electricitymaps_forecast.json")
     provider = build_provider(
         {"provider": "electricitymaps", "zone": "DE", "baseURL": fake_api.base_url},
-        env=ENV,
+        env=allow(fake_api),
+        secret=ENV,
         clock=ManualClock(NOW),
     )
     try:
@@ -61,7 +70,8 @@ async def test_watttime_logs_in_and_converts_lbs_per_mwh(fake_api: FakeApi) -> N
     fake_api.fixture("/v3/forecast", "watttime_forecast.json")
     provider = build_provider(
         {"provider": "watttime", "zone": "CAISO_NORTH", "baseURL": fake_api.base_url},
-        env=ENV,
+        env=allow(fake_api),
+        secret=ENV,
         clock=ManualClock(NOW),
     )
     try:
@@ -88,7 +98,7 @@ async def test_carbon_aware_sdk_parses_forecast(fake_api: FakeApi) -> None:
             "signalType": "marginal",
             "baseURL": fake_api.base_url,
         },
-        env={},
+        env=allow(fake_api),
         clock=ManualClock(NOW),
     )
     try:
@@ -112,7 +122,7 @@ async def test_static_and_trace_providers() -> None:
         "zone": "US-CAL-CISO",
         "tracePath": str(FIXTURES / "em_us-cal-ciso_2022-04_hourly.csv"),
     }
-    trace = build_provider(spec, env={}, clock=clock)
+    trace = build_provider(spec, env=TRACES, clock=clock)
     result = await trace.fetch()
     # Row "2022-04-03 05:00:00" of the real export, direct column.
     line = next(
@@ -132,7 +142,7 @@ async def test_trace_provider_replays_issued_forecasts() -> None:
         "zone": "CAISO_NORTH",
         "tracePath": str(FIXTURES / "wt_caiso-north_2023-06-08_forecast.csv"),
     }
-    result = await build_provider(spec, env={}, clock=clock).fetch()
+    result = await build_provider(spec, env=TRACES, clock=clock).fetch()
     assert result.signal_type == "marginal"
     assert result.forecast and result.forecast[0].start <= datetime(2023, 6, 9, 10, 5, tzinfo=UTC)
 
@@ -204,7 +214,7 @@ def test_secret_files_are_read(tmp_path: object) -> None:
 async def test_garbage_raises_provider_error(fake_api: FakeApi, body: str, message: str) -> None:
     fake_api.set("/intensity/*", body=body)
     provider = build_provider(
-        {"provider": "uk-neso", "baseURL": fake_api.base_url}, env={}, clock=ManualClock(NOW)
+        {"provider": "uk-neso", "baseURL": fake_api.base_url}, env=allow(fake_api), clock=ManualClock(NOW)
     )
     try:
         with pytest.raises(ProviderError, match=message):
@@ -219,7 +229,8 @@ async def test_watttime_wrong_units_rejected(fake_api: FakeApi) -> None:
     fake_api.set("/v3/forecast", body=body)
     provider = build_provider(
         {"provider": "watttime", "zone": "CAISO_NORTH", "baseURL": fake_api.base_url},
-        env=ENV,
+        env=allow(fake_api),
+        secret=ENV,
         clock=ManualClock(NOW),
     )
     try:

@@ -22,11 +22,23 @@ ENV = {
 }
 
 
+def allow(api: FakeApi) -> dict[str, str]:
+    """The operator's environment with the fake provider on its base-URL allow-list."""
+    return {"GRIDWISE_CARBON_ALLOWED_URLS": api.base_url}
+
+
+TRACES = {"GRIDWISE_TRACE_DIRS": str(FIXTURES)}
+
+
 def em_signal(api: FakeApi, clock: ManualClock, **kwargs: float) -> CarbonSignal:
     provider = build_provider(
-        {"provider": "electricitymaps", "zone": "DE", "baseURL": api.base_url}, env=ENV, clock=clock
+        {"provider": "electricitymaps", "zone": "DE", "baseURL": api.base_url},
+        env=allow(api),
+        secret=ENV,
+        clock=clock,
     )
-    options: dict[str, float] = {"retries": 2, "backoff_s": 1.0, "timeout_s": 2.0}
+    # A generous read budget: these tests count retries, not the per-read cap (test_security_carbon does).
+    options: dict[str, float] = {"retries": 2, "backoff_s": 1.0, "timeout_s": 2.0, "read_budget_s": 30.0}
     options.update(kwargs)
     return CarbonSignal(provider, clock=clock, **options)  # type: ignore[arg-type]
 
@@ -133,7 +145,10 @@ async def test_watttime_secrets_never_leak(fake_api: FakeApi, caplog: pytest.Log
     fake_api.set("/v3/forecast", status=500, body="internal error for token wt-token-SECRET-abc123")
     clock = ManualClock(NOW)
     provider = build_provider(
-        {"provider": "watttime", "zone": "CAISO_NORTH", "baseURL": fake_api.base_url}, env=ENV, clock=clock
+        {"provider": "watttime", "zone": "CAISO_NORTH", "baseURL": fake_api.base_url},
+        env=allow(fake_api),
+        secret=ENV,
+        clock=clock,
     )
     signal = CarbonSignal(provider, clock=clock, retries=1, backoff_s=0.1)
     with caplog.at_level(logging.DEBUG):
@@ -187,7 +202,9 @@ async def test_trace_provider_forecast_filled_by_forecaster() -> None:
         "zone": "US-CAL-CISO",
         "tracePath": str(FIXTURES / "em_us-cal-ciso_2022-04_hourly.csv"),
     }
-    signal = CarbonSignal(build_provider(spec, env={}, clock=clock), clock=clock, horizon=timedelta(hours=24))
+    signal = CarbonSignal(
+        build_provider(spec, env=TRACES, clock=clock), clock=clock, horizon=timedelta(hours=24)
+    )
     reading = await signal.read()
     assert not reading.stale and "seasonal forecaster" in reading.reason
     assert reading.forecast[-1].end >= clock.now() + timedelta(hours=23)

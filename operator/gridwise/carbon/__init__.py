@@ -1,15 +1,18 @@
 """The carbon signal: providers, their validation, the forecaster that fills gaps, and CarbonSignal."""
 
+from gridwise.carbon.access import AccessError, AccessPolicy
 from gridwise.carbon.errors import ProviderError
 from gridwise.carbon.forecaster import SeasonalForecaster
 from gridwise.carbon.providers.base import Provider
 from gridwise.carbon.reading import SIGNAL_TYPES, IntensityPoint, ProviderResult, SignalReading
-from gridwise.carbon.registry import PROVIDERS, build_provider
+from gridwise.carbon.registry import PROVIDERS, build_provider, signal_type_for
 from gridwise.carbon.signal import CarbonSignal
 
 __all__ = [
     "PROVIDERS",
     "SIGNAL_TYPES",
+    "AccessError",
+    "AccessPolicy",
     "CarbonSignal",
     "IntensityPoint",
     "Provider",
@@ -18,4 +21,5 @@ __all__ = [
     "SeasonalForecaster",
     "SignalReading",
     "build_provider",
+    "signal_type_for",
 ]

@@ -17,6 +17,7 @@ from gridwise.carbon.forecaster import SeasonalForecaster
 from gridwise.carbon.providers.base import Provider
 from gridwise.carbon.reading import IntensityPoint, ProviderResult, SignalReading
 from gridwise.carbon.secrets import redact
+from gridwise.carbon.validate import check_timeliness
 from gridwise.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class CarbonSignal:
         horizon: timedelta = timedelta(hours=48),
         forecaster: SeasonalForecaster | None = None,
         history_span: timedelta = timedelta(days=8),
+        read_budget_s: float | None = None,
     ) -> None:
         if ttl_s < 0 or min_interval_s < 0 or timeout_s <= 0 or retries < 0 or backoff_s < 0:
             raise ValueError("CarbonSignal: ttl, interval, retries and backoff must be >= 0 and timeout > 0")
@@ -51,6 +53,9 @@ class CarbonSignal:
         self._horizon = horizon
         self._forecaster = forecaster or SeasonalForecaster()
         self._history_span = history_span
+        # One read (all attempts and backoffs) never holds its callers longer than this.
+        self._read_budget_s = read_budget_s if read_budget_s is not None else timeout_s
+        self._not_before: datetime | None = None  # the provider's Retry-After
         self._history: deque[IntensityPoint] = deque()
         self._last: SignalReading | None = None
         self._last_good: SignalReading | None = None
@@ -85,9 +90,19 @@ class CarbonSignal:
             recent = self._last_attempt is not None and now - self._last_attempt < self._min_interval
             if last is not None and recent and (not ended or tried_since_end):
                 return last
+            if self._not_before is not None and now < self._not_before:
+                wait_min = (self._not_before - now).total_seconds() / 60
+                reason = f"{self._provider.name}: rate limited, next call in {wait_min:.0f} min (Retry-After)"
+                self._last = self._stale(now, reason)
+                return self._last
             self._last_attempt = now
             try:
-                reading = await self._fetch_with_retries(now)
+                async with asyncio.timeout(self._read_budget_s):
+                    reading = await self._fetch_with_retries(now)
+            except TimeoutError:
+                reading = self._stale(
+                    self._clock.now(), f"{self._provider.name}: no answer within {self._read_budget_s:g} s"
+                )
             except Exception as exc:  # the operator must never see a provider crash
                 reading = self._stale(now, f"unexpected {type(exc).__name__} in provider")
             self._last = reading
@@ -99,12 +114,17 @@ class CarbonSignal:
             try:
                 async with asyncio.timeout(self._timeout_s):
                     result = await self._provider.fetch()
+                check_timeliness(result, self._clock.now(), self._provider.name)
                 return self._fresh(result)
             except TimeoutError:
                 reason = f"{self._provider.name}: no answer within {self._timeout_s:g} s"
                 retryable = True
             except ProviderError as exc:
                 reason, retryable = exc.message, exc.retryable
+                if exc.retry_after_s is not None:
+                    self._not_before = self._clock.now() + timedelta(seconds=exc.retry_after_s)
+                    reason += f"; the provider asked to wait {exc.retry_after_s:.0f} s"
+                    break
             if not retryable or attempt == self._retries:
                 break
             await self._clock.sleep(min(self._max_backoff_s, self._backoff_s * 2**attempt))

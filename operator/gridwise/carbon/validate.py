@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from gridwise.carbon.errors import ProviderError
-from gridwise.carbon.reading import IntensityPoint
+from gridwise.carbon.reading import IntensityPoint, ProviderResult
 
 # No real grid exceeds ~1,200 gCO2/kWh on average; marginal coal is ~1,000. 5,000 is surely garbage.
 MAX_GRAMS_PER_KWH: Final = 5000.0
 LBS_PER_MWH_TO_G_PER_KWH: Final = 0.453592
+# Clock skew we forgive: a point stamped this far ahead of our clock may still stand for now.
+FUTURE_SLACK: Final = timedelta(minutes=5)
 
 
 def check_value(value: object, what: str) -> float:
@@ -43,3 +45,24 @@ def check_series(points: Sequence[IntensityPoint], what: str) -> tuple[Intensity
                 gap_min = (point.start - previous.end).total_seconds() / 60
                 raise ProviderError(f"{what} has a gap of {gap_min:.0f} min after {previous.end.isoformat()}")
     return tuple(points)
+
+
+def check_timeliness(result: ProviderResult, now: datetime, provider: str) -> None:
+    """A fresh reading needs a current value that covers now: not stamped in the future, not over.
+
+    A provider whose clock or data is wrong (a value for tomorrow, yesterday's last value) must give a
+    stale reading that says so, never a "fresh" value the planner would act on.
+    """
+    current = result.current
+    if current is None:
+        raise ProviderError(f"{provider}: no value covers now", retryable=False)
+    if current.start > now + FUTURE_SLACK:
+        ahead = (current.start - now).total_seconds() / 60
+        raise ProviderError(
+            f"{provider}: current value is stamped {ahead:.0f} min in the future; ignored", retryable=False
+        )
+    if current.end <= now:
+        ago = (now - current.end).total_seconds() / 60
+        raise ProviderError(
+            f"{provider}: latest value ended {ago:.0f} min ago; it does not cover now", retryable=False
+        )

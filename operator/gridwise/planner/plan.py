@@ -85,10 +85,28 @@ def _account(
     return out, energy, emissions, finish, pauses
 
 
+# Planning looks at most this far ahead. Past the forecast every slot is its mean anyway, and the slot
+# grid (time and memory per re-plan) must be bounded by a constant, not by how far away a deadline is.
+PLAN_HORIZON = timedelta(days=14)
+
+
+def _within_horizon(request: PlanRequest) -> PlanRequest:
+    """A deadline past the horizon: plan to the horizon the work's time-proportional share.
+
+    The share (work x horizon / time left) is never less than what must be done in the horizon for the
+    rest to fit at max replicas afterwards, so a feasible job stays feasible; re-plans move the window.
+    """
+    limit = request.now + PLAN_HORIZON
+    if request.deadline <= limit:
+        return request
+    share = request.remaining_work_gpu_hours * (PLAN_HORIZON / (request.deadline - request.now))
+    return replace(request, deadline=limit, remaining_work_gpu_hours=share)
+
+
 def plan(request: PlanRequest) -> Plan:
-    """Replicas per slot from now to the deadline that meet it when the work fits, under the policy."""
+    """Replicas per slot from now to the deadline (or the horizon) that meet it when the work fits."""
     _check(request)
-    r = request
+    r = _within_horizon(request)
     rates = throughputs(r.max_replicas, r.scaling_efficiency, r.throughput_table)
     slot = timedelta(minutes=r.slot_minutes)
     full = rates[r.max_replicas]
@@ -96,7 +114,8 @@ def plan(request: PlanRequest) -> Plan:
     need = r.remaining_work_gpu_hours + (start_cost if r.remaining_work_gpu_hours > 0 else 0.0)
     capacity = full * (r.deadline - r.now).total_seconds() / 3600
     feasible = capacity >= need - policies.EPS
-    end = r.deadline if feasible else r.now + timedelta(hours=need / full) + slot
+    hours_at_max = min(need / full, PLAN_HORIZON.total_seconds() / 3600)  # no timedelta overflow
+    end = r.deadline if feasible else min(r.now + timedelta(hours=hours_at_max) + slot, r.now + PLAN_HORIZON)
     grid = build_grid(r.now, end, slot, r.forecast) if end > r.now else Grid((), (), (), (), 0)
     problem = policies.Problem(
         hours=grid.hours,

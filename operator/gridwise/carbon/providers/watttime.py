@@ -83,7 +83,7 @@ class WattTimeProvider(LiveApiProvider):
         meta = field(body, "meta", "watttime forecast")
         units = field(meta, "units", "watttime forecast meta")
         if units not in UNIT_FACTORS:
-            raise ProviderError(f"watttime: unexpected units {units!r} (expected lbs_co2_per_mwh)")
+            raise ProviderError(f"watttime: unexpected units {str(units)[:40]!r} (expected lbs_co2_per_mwh)")
         factor = UNIT_FACTORS[units]
         period_raw = meta.get("data_point_period_seconds", 300)
         if isinstance(period_raw, bool) or not isinstance(period_raw, int) or period_raw <= 0:
