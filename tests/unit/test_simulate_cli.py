@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gridwise.simulate import SIM_POLICIES
 from gridwise.simulate.cli import add_parser, run
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "carbon"
@@ -74,8 +75,14 @@ def test_compare_table_and_savings(jobs: str, capsys: pytest.CaptureFixture[str]
     assert cli(["--trace", TRACE, "--jobs", jobs, "--compare", "--start", "2022-04-09T00:00Z", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     by_policy = {r["policy"]: r for r in payload["results"]}
-    assert set(by_policy) == {"agnostic", "threshold", "forecast", "oracle"}
+    assert set(by_policy) == set(SIM_POLICIES)
     assert by_policy["oracle"]["emissions_g"] < by_policy["agnostic"]["emissions_g"]
+    # The oracle is the exact optimum: no policy beats it on any job (each is a feasible schedule).
+    for result in payload["results"]:
+        for job, best in zip(result["per_job"], by_policy["oracle"]["per_job"], strict=True):
+            assert best["emissions_g"] <= job["emissions_g"] * (1 + 1e-6) + 1e-3, (result["policy"], job)
+    for figures in payload["savings"].values():
+        assert figures["width_pct"] + figures["timing_pct"] == pytest.approx(figures["saving_pct"])
     assert all(r["deadlines_met"] == 3 for r in payload["results"])
     assert cli(["--trace", TRACE, "--jobs", jobs, "--compare", "--start", "2022-04-09T00:00Z"]) == 0
     table = capsys.readouterr().out
