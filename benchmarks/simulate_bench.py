@@ -8,7 +8,8 @@ agnostic (run now at max replicas), its width and timing parts, the share of the
 (MILP oracle) saving, the worst single run against run-now, and feasible deadlines met.
 
     python benchmarks/simulate_bench.py --half h2            # the reported table
-    python benchmarks/simulate_bench.py --half h1 --risk 0 0.5 1   # the tuning runs
+    python benchmarks/simulate_bench.py --half h1 --starts 6 --risk 0 0.5 1.5 --no-watttime \\
+        --mixes operator/gridwise/data/jobs-mix.yaml              # the tuning runs
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from gridwise.carbon.traces import load_forecast_trace, load_trace
 from gridwise.simulate.cli import default_jobs_path
-from gridwise.simulate.engine import SIM_POLICIES, SimSettings, default_slot, simulate
+from gridwise.simulate.engine import DEFAULT_RISK_FRACTION, SIM_POLICIES, SimSettings, default_slot, simulate
 from gridwise.simulate.forecasts import ForecastSource
 from gridwise.simulate.jobs import load_jobs
 
@@ -65,7 +66,10 @@ def run_case(
         jobs = load_jobs(jobs_path, start)
         base = 0.0
         for policy in policies:
-            settings = SimSettings(policy=policy, slot=slot, risk_fraction=risk)
+            name, _, risk_text = policy.partition("@")
+            settings = SimSettings(
+                policy=name, slot=slot, risk_fraction=float(risk_text) if risk_text else risk
+            )
             result = simulate(trace, jobs, settings, source)
             tally.emissions[policy] = tally.emissions.get(policy, 0.0) + result.emissions_g
             tally.energy[policy] = tally.energy.get(policy, 0.0) + result.energy_kwh
@@ -111,50 +115,53 @@ def main() -> int:
     parser.add_argument("--traces", type=Path, default=Path("/work/shared/traces"))
     parser.add_argument("--half", choices=("h1", "h2"), default="h2")
     parser.add_argument("--starts", type=int, default=12, help="start dates per yearly trace")
-    parser.add_argument("--risk", type=float, nargs="+", default=[None])
+    parser.add_argument("--wt-starts", type=int, default=4, help="start dates on the 2-week WattTime trace")
+    parser.add_argument(
+        "--risk", type=float, nargs="*", default=[], help="extra forecast-policy rows at these risk fractions"
+    )
     parser.add_argument(
         "--mixes",
         nargs="+",
         default=[default_jobs_path(), default_jobs_path().replace("jobs-mix.yaml", "jobs-mix-slack.yaml")],
     )
+    parser.add_argument("--no-watttime", action="store_true")
     args = parser.parse_args()
-    from gridwise.simulate.engine import DEFAULT_RISK_FRACTION
-
     zones = EM_TUNED if args.half == "h1" else EM_TUNED + EM_UNSEEN
-    for risk in args.risk:
-        risk = DEFAULT_RISK_FRACTION if risk is None else risk
-        policies = SIM_POLICIES if args.half == "h2" else ("agnostic", "forecast", "carbonscaler", "oracle")
-        for mix in args.mixes:
-            for zone in zones:
+    policies = SIM_POLICIES + tuple(f"forecast@{r:g}" for r in args.risk)
+    print(
+        f"default risk fraction {DEFAULT_RISK_FRACTION:g}; half {args.half}; {args.starts} starts per trace"
+    )
+    for mix in args.mixes:
+        name = Path(mix).name
+        for zone in zones:
+            began = time.perf_counter()
+            path = args.traces / f"electricitymaps_{zone}_2022_hourly.csv"
+            tally = run_case(
+                zone,
+                path,
+                "ensemble",
+                starts_for(args.half, args.starts),
+                mix,
+                policies,
+                DEFAULT_RISK_FRACTION,
+            )
+            print(
+                report(
+                    f"{zone} 2022 {args.half}, average (direct), {name}, ensemble forecast", tally, policies
+                )
+            )
+            print(f"(simulated in {time.perf_counter() - began:.0f} s)", flush=True)
+        if not args.no_watttime:
+            wt = args.traces / "watttime_caiso-north_2023-06_actual.csv"
+            fc = args.traces / "watttime_caiso-north_2023-06_forecast.csv"
+            wt_starts = [
+                datetime(2023, 6, 11, tzinfo=UTC) + timedelta(hours=24 * i) for i in range(args.wt_starts)
+            ]
+            for mode, file in (("ensemble", None), ("provided", fc)):
                 began = time.perf_counter()
-                path = args.traces / f"electricitymaps_{zone}_2022_hourly.csv"
-                tally = run_case(
-                    zone, path, "ensemble", starts_for(args.half, args.starts), mix, policies, risk
-                )
-                name = Path(mix).name
-                print(
-                    report(
-                        f"{zone} 2022 {args.half}, average (direct), {name}, ensemble forecast, risk {risk}",
-                        tally,
-                        policies,
-                    )
-                )
+                tally = run_case("WT", wt, mode, wt_starts, mix, policies, DEFAULT_RISK_FRACTION, file)
+                print(report(f"CAISO North 2023-06, marginal, {name}, {mode} forecast", tally, policies))
                 print(f"(simulated in {time.perf_counter() - began:.0f} s)", flush=True)
-            if args.half == "h2":
-                wt = args.traces / "watttime_caiso-north_2023-06_actual.csv"
-                fc = args.traces / "watttime_caiso-north_2023-06_forecast.csv"
-                wt_starts = [datetime(2023, 6, 11, tzinfo=UTC) + timedelta(hours=12 * i) for i in range(4)]
-                for mode, file in (("ensemble", None), ("provided", fc)):
-                    began = time.perf_counter()
-                    tally = run_case("WT", wt, mode, wt_starts, mix, policies, risk, file)
-                    print(
-                        report(
-                            f"CAISO North 2023-06, marginal, {Path(mix).name}, {mode} forecast, risk {risk}",
-                            tally,
-                            policies,
-                        )
-                    )
-                    print(f"(simulated in {time.perf_counter() - began:.0f} s)", flush=True)
     return 0
 
 
