@@ -118,3 +118,19 @@ def test_drop_in_forecast_interface() -> None:
     out = EnsembleForecaster().forecast(history, begin, begin + HOUR * 24)
     assert len(out) == 24 and out[0].start == begin and all(p.grams_per_kwh >= 0 for p in out)
     assert EnsembleForecaster().forecast([], begin, begin + HOUR) == ()
+
+
+def test_live_blend_learns_which_provider_to_trust() -> None:
+    """Live: each call records the provider's forecast; a provider that is right wins its leads."""
+    values = daily(24 * 16, noise=25, seed=9)
+    ens = EnsembleForecaster()
+    history = [IntensityPoint(START + HOUR * i, START + HOUR * (i + 1), v) for i, v in enumerate(values)]
+    points: tuple[IntensityPoint, ...] = ()
+    for issue in range(24 * 9, len(values) - 3):
+        at = START + HOUR * issue
+        truth = [IntensityPoint(at + HOUR * k, at + HOUR * (k + 1), values[issue + k]) for k in range(3)]
+        points, upper = ens.live(history[:issue], truth, at, at + HOUR * 12)
+        assert len(points) == len(upper) == 12 and points[0].start == at
+    # The last provider forecast was exact: the ensemble follows it at the leads it covers.
+    issue = len(values) - 4
+    assert points[0].grams_per_kwh == pytest.approx(values[issue], abs=3)

@@ -375,13 +375,13 @@ class EnsembleForecaster:
             errors=tuple(errors),
         )
 
-    def forecast(
-        self, history: Sequence[IntensityPoint], start: datetime, end: datetime
-    ) -> tuple[IntensityPoint, ...]:
-        """Drop-in for SeasonalForecaster.forecast: points from `start` to `end` on the history's grid."""
+    def _regular(
+        self, history: Sequence[IntensityPoint], start: datetime
+    ) -> tuple[list[float], timedelta, datetime]:
+        """History before `start` on a regular grid ending at its last point; values carry over gaps."""
         past = [p for p in history if p.end <= start]
         if not past:
-            return ()
+            return [], timedelta(0), start
         step = past[-1].end - past[-1].start
         grid_end = past[-1].end
         count = min(self.history_needed(step), int((grid_end - past[0].start) / step))
@@ -395,14 +395,39 @@ class EnsembleForecaster:
                 current = past[cursor].grams_per_kwh
                 cursor += 1
             values.append(current)
+        return values, step, grid_end
+
+    def forecast(
+        self, history: Sequence[IntensityPoint], start: datetime, end: datetime
+    ) -> tuple[IntensityPoint, ...]:
+        """Drop-in for SeasonalForecaster.forecast: points from `start` to `end` on the history's grid."""
+        return self.live(history, (), start, end)[0]
+
+    def live(
+        self,
+        history: Sequence[IntensityPoint],
+        provider_forecast: Sequence[IntensityPoint],
+        start: datetime,
+        end: datetime,
+    ) -> tuple[tuple[IntensityPoint, ...], tuple[float, ...]]:
+        """For a live signal: record the provider's forecast issued now, return the ensemble's points from
+        `start` to `end` and each point's upper error (g/kWh) for the planner.
+
+        The provider's forecast becomes one member, weighted by the error its earlier forecasts made.
+        """
+        values, step, grid_end = self._regular(history, start)
+        if not values:
+            return (), ()
+        self.record_provider(start, provider_forecast)
         lead_steps = max(1, math.ceil((end - grid_end) / step))
-        predicted = self.predict(values, step, lead_steps, grid_end).values
-        points = []
-        for index, value in enumerate(predicted):
+        result = self.predict(values, step, lead_steps, grid_end)
+        points, upper = [], []
+        for index, value in enumerate(result.values):
             begin = grid_end + step * index
             if begin + step > start:
                 points.append(IntensityPoint(begin, begin + step, value))
-        return tuple(points)
+                upper.append(result.upper_error[index])
+        return tuple(points), tuple(upper)
 
 
 def _fill_buckets(total: Array, count: Array) -> Array:
