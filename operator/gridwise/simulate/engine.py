@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from gridwise.accounting import Totals
 from gridwise.carbon.traces import Trace
 from gridwise.planner.baselines import carbonscaler, shade, stretch_replicas, waitawhile
 from gridwise.planner.model import DEFAULT_SWITCHING_COST_GPU_HOURS
@@ -264,7 +263,7 @@ def _run_job(job: SimJob, run: _Run, choose: Chooser) -> JobResult:
         feasible=state.rates[job.max_replicas] * window >= job.work_gpu_hours + switch - 1e-9,
     )
     target = job.work_gpu_hours  # grows by `switch` at every start
-    totals = Totals()
+    totals = operator_path.new_totals()
     now = job.submit
     while result.finish is None and now < trace.end:
         stop = min(next_boundary(now, settings.slot), trace.end)

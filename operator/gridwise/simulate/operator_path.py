@@ -7,8 +7,11 @@ deadline-guard and clamp rules. When those functions change signature, this modu
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from gridwise import accounting
 from gridwise.api import JobSpec, PolicySpec
@@ -19,6 +22,7 @@ from gridwise.simulate.jobs import SimJob
 # The operator's default pause budget (api.PolicySpec): the simulator uses it unless told otherwise.
 DEFAULT_MAX_PAUSES_PER_DAY = PolicySpec().max_pauses_per_day
 UNCAPPED_PAUSES = 10**6
+_OBSERVED_PODS_ACCOUNTING = "model" in inspect.signature(accounting.advance).parameters
 
 
 @dataclass(frozen=True)
@@ -105,9 +109,29 @@ def book(
 ) -> accounting.Totals:
     """Energy, emissions and work for [start, end) at a constant intensity, as the operator books them.
 
-    `work_gpu_hours` is the job's total including the work lost to resumes so far.
+    `work_gpu_hours` is the job's total including the work lost to resumes so far. Both signatures of
+    `accounting.advance` are handled: the per-tick one (replicas, intensity) and the observed-pods one
+    (before/after Usage, intensity changes, Model) the reconcile rework introduces.
     """
-    return accounting.advance(
+    advance: Callable[..., accounting.Totals] = accounting.advance
+    if _OBSERVED_PODS_ACCOUNTING:
+        usage = getattr(accounting, "Usage")(working=replicas, drawing=replicas)  # noqa: B009
+        model: Any = getattr(accounting, "Model")(  # noqa: B009
+            power_per_replica_watts=job.power_per_replica_watts,
+            scaling_efficiency=job.scaling_efficiency,
+            max_replicas=job.max_replicas,
+            work_gpu_hours=work_gpu_hours,
+        )
+        return advance(
+            totals,
+            start=start,
+            end=end,
+            before=usage,
+            after=usage,
+            intensities=[(start, intensity)],
+            model=model,
+        )
+    return advance(
         totals,
         start=start,
         end=end,
@@ -118,6 +142,10 @@ def book(
         max_replicas=job.max_replicas,
         work_gpu_hours=work_gpu_hours,
     )
+
+
+def new_totals() -> accounting.Totals:
+    return accounting.Totals()
 
 
 def energy_kwh(totals: accounting.Totals) -> float:
