@@ -108,6 +108,53 @@ def report(label: str, tally: Tally, policies: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def forecast_errors(traces: Path, half: str) -> None:
+    """MAE per lead of the ensemble, the original seasonal forecaster and persistence, past data only."""
+    import numpy as np
+
+    from gridwise.carbon.ensemble import EnsembleForecaster
+    from gridwise.carbon.forecaster import SeasonalForecaster
+
+    print(f"\n### Forecast error, {half}: MAE g/kWh (ensemble / seasonal / persistence), issued every 18 h")
+    print("| trace | signal | 1-3 h | 3-12 h | 12-24 h | 24-48 h | upper band covers | issues |")
+    print("|---|---|---|---|---|---|---|---|")
+    names = [f"electricitymaps_{z}_2022_hourly.csv" for z in (*EM_TUNED, *EM_UNSEEN)]
+    for name in [*names, "watttime_caiso-north_2023-06_actual.csv"]:
+        trace = load_trace(traces / name)
+        values = np.array(trace.values)
+        per_hour = round(timedelta(hours=1) / trace.step)
+        ahead = 48 * per_hour
+        ens, seasonal = EnsembleForecaster(), SeasonalForecaster()
+        need = ens.history_needed(trace.step)
+        n = len(values)
+        lo, hi = (0, n // 2) if half == "h1" else (n // 2, n)
+        if name.startswith("watttime"):
+            lo, hi, ahead = 7 * 24 * per_hour, n, 24 * per_hour
+        errors: dict[str, list[np.ndarray]] = {"ensemble": [], "seasonal": [], "persistence": []}
+        covered: list[np.ndarray] = []
+        for issue in range(max(lo, 8 * 24 * per_hour), hi - ahead, 18 * per_hour):
+            truth = values[issue : issue + ahead]
+            got = ens.predict(values[max(0, issue - need) : issue], trace.step, ahead, trace.time_at(issue))
+            guess = np.array(got.values)
+            errors["ensemble"].append(np.abs(guess - truth))
+            covered.append(truth <= guess + np.array(got.upper_error))
+            old = seasonal.predict(values[max(0, issue - 200 * per_hour) : issue], trace.step, ahead)
+            errors["seasonal"].append(np.abs(np.array(old) - truth))
+            errors["persistence"].append(np.abs(values[issue - 1] - truth))
+        cells = []
+        for a, b in ((0, 3), (3, 12), (12, 24), (24, 48)):
+            if b * per_hour > ahead:
+                cells.append("-")
+                continue
+            parts = [np.array(errors[k])[:, a * per_hour : b * per_hour].mean() for k in errors]
+            cells.append(" / ".join(f"{x:.1f}" for x in parts))
+        print(
+            f"| {name} | {trace.signal_type} | {' | '.join(cells)} | {100 * np.array(covered).mean():.0f}% "
+            f"| {len(covered)} |",
+            flush=True,
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,7 +172,11 @@ def main() -> int:
         default=[default_jobs_path(), default_jobs_path().replace("jobs-mix.yaml", "jobs-mix-slack.yaml")],
     )
     parser.add_argument("--no-watttime", action="store_true")
+    parser.add_argument("--forecast-errors", action="store_true", help="only the forecast error table")
     args = parser.parse_args()
+    if args.forecast_errors:
+        forecast_errors(args.traces, args.half)
+        return 0
     zones = EM_TUNED if args.half == "h1" else EM_TUNED + EM_UNSEEN
     policies = SIM_POLICIES + tuple(f"forecast@{r:g}" for r in args.risk)
     print(
