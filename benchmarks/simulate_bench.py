@@ -1,99 +1,157 @@
-"""Savings of each policy over `agnostic` on the shared real traces, with the shipped job mix.
+"""Carbon savings of every policy on real traces, per trace, on data the settings were not tuned on.
 
-Runs the job mix at several start dates per trace (monthly for the 2022 yearly traces), sums emissions
-per policy over all runs, and reports saving vs agnostic and share of the oracle's saving, with the
-signal type of every number. Usage:
-    python benchmarks/simulate_bench.py --traces /work/shared/traces
+Protocol: every setting (ensemble knobs, the forecast policy's risk fraction) was chosen on the first
+half of 2022 (`--half h1`) of ES, US-CAL-CISO and NO; the reported numbers are the second half of
+2022 (`--half h2`, 12 start dates per yearly trace) and traces never used for tuning at all (Brazil
+2022, WattTime CAISO North 2023). Per trace and job mix: emissions summed over runs, saving vs
+agnostic (run now at max replicas), its width and timing parts, the share of the exact optimum's
+(MILP oracle) saving, the worst single run against run-now, and feasible deadlines met.
+
+    python benchmarks/simulate_bench.py --half h2            # the reported table
+    python benchmarks/simulate_bench.py --half h1 --starts 6 --risk 0 0.5 1.5 --no-watttime \\
+        --mixes operator/gridwise/data/jobs-mix.yaml              # the tuning runs
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gridwise.carbon.forecaster import SeasonalForecaster, evaluate
 from gridwise.carbon.traces import load_forecast_trace, load_trace
-from gridwise.planner import POLICIES
 from gridwise.simulate.cli import default_jobs_path
-from gridwise.simulate.engine import SimResult, SimSettings, simulate
+from gridwise.simulate.engine import DEFAULT_RISK_FRACTION, SIM_POLICIES, SimSettings, default_slot, simulate
 from gridwise.simulate.forecasts import ForecastSource
 from gridwise.simulate.jobs import load_jobs
 
+EM_TUNED = ("ES", "US-CAL-CISO", "NO")
+EM_UNSEEN = ("BR",)
+
+
+@dataclass
+class Tally:
+    emissions: dict[str, float] = field(default_factory=dict)
+    energy: dict[str, float] = field(default_factory=dict)
+    met: dict[str, int] = field(default_factory=dict)
+    feasible: dict[str, int] = field(default_factory=dict)
+    worst: dict[str, float] = field(default_factory=dict)  # max over runs of (policy - agnostic) / agnostic
+    runs: int = 0
+    jobs: int = 0
+
+
+def starts_for(half: str, count: int) -> list[datetime]:
+    first = datetime(2022, 1, 12, tzinfo=UTC) if half == "h1" else datetime(2022, 7, 3, tzinfo=UTC)
+    span = timedelta(days=165)
+    return [first + span * i / count for i in range(count)]
+
 
 def run_case(
+    label: str,
     trace_path: Path,
     mode: str,
     starts: list[datetime],
-    forecast_file: Path | None,
-    slot: timedelta,
     jobs_path: str,
-) -> None:
+    policies: tuple[str, ...],
+    risk: float,
+    forecast_file: Path | None = None,
+) -> Tally:
     trace = load_trace(trace_path)
     provided = load_forecast_trace(forecast_file) if forecast_file else None
     source = ForecastSource(trace, mode, provided)
-    totals = dict.fromkeys(POLICIES, 0.0)
-    energy = dict.fromkeys(POLICIES, 0.0)
-    met = dict.fromkeys(POLICIES, 0)
-    feasible = dict.fromkeys(POLICIES, 0)
-    shares: list[float] = []
-    jobs_total = 0
-    began = time.perf_counter()
+    tally = Tally()
+    slot = default_slot(trace.step)
     for start in starts:
         jobs = load_jobs(jobs_path, start)
-        results: dict[str, SimResult] = {}
-        for policy in POLICIES:
-            result = simulate(trace, jobs, SimSettings(policy=policy, slot=slot), source)
-            results[policy] = result
-            totals[policy] += result.emissions_g
-            energy[policy] += result.energy_kwh
-            met[policy] += result.feasible_deadlines_met
-            feasible[policy] += result.feasible_jobs
-        jobs_total += len(jobs)
-        base, best = results["agnostic"].emissions_g, results["oracle"].emissions_g
-        if base - best > 1e-9:
-            shares.append((base - results["forecast"].emissions_g) / (base - best))
-    elapsed = time.perf_counter() - began
-    print(
-        f"\n### {trace_path.name}: {trace.zone}, {trace.signal_type} signal ({trace.emission_factor}), "
-        f"forecast={mode}, {len(starts)} start dates x {jobs_total // len(starts)} jobs, slot {slot}"
-    )
-    print(
-        "| policy | kgCO2 (sum) | kWh | saving vs agnostic | share of oracle saving "
-        "| feasible deadlines met |"
-    )
-    print("|---|---|---|---|---|---|")
-    base, best = totals["agnostic"], totals["oracle"]
-    for policy in POLICIES:
-        saving = 100 * (base - totals[policy]) / base
-        share = 100 * (base - totals[policy]) / (base - best) if base - best > 1e-9 else float("nan")
-        label = {"agnostic": "-", "oracle": "perfect"}.get(policy, mode)
-        print(
-            f"| {policy} ({label}) | {totals[policy] / 1000:.1f} | {energy[policy]:.0f} | {saving:+.1f}% | "
-            f"{share:.0f}% | {met[policy]}/{feasible[policy]} |"
-        )
-    if shares:
-        print(
-            f"per-start share of oracle saving for forecast: min {100 * min(shares):.0f}%, "
-            f"median {100 * sorted(shares)[len(shares) // 2]:.0f}%, max {100 * max(shares):.0f}%"
-        )
-    print(f"(simulated in {elapsed:.1f} s)")
+        base = 0.0
+        for policy in policies:
+            name, _, risk_text = policy.partition("@")
+            settings = SimSettings(
+                policy=name, slot=slot, risk_fraction=float(risk_text) if risk_text else risk
+            )
+            result = simulate(trace, jobs, settings, source)
+            tally.emissions[policy] = tally.emissions.get(policy, 0.0) + result.emissions_g
+            tally.energy[policy] = tally.energy.get(policy, 0.0) + result.energy_kwh
+            tally.met[policy] = tally.met.get(policy, 0) + result.feasible_deadlines_met
+            tally.feasible[policy] = tally.feasible.get(policy, 0) + result.feasible_jobs
+            if policy == "agnostic":
+                base = result.emissions_g
+            elif base > 0:
+                tally.worst[policy] = max(tally.worst.get(policy, -1.0), (result.emissions_g - base) / base)
+        tally.runs += 1
+        tally.jobs += len(jobs)
+    return tally
 
 
-def forecast_errors(traces: Path) -> None:
-    """The seasonal forecaster's error, issued every 6 h from past data only, 24 h ahead."""
-    print("\n### Seasonal forecaster error (24 h ahead, issued every 6 h, after 7 days of history)")
-    print("| trace | signal | MAE g/kWh | MAPE | persistence MAE g/kWh | samples |")
-    print("|---|---|---|---|---|---|")
-    names = [f"electricitymaps_{z}_2022_hourly.csv" for z in ("ES", "US-CAL-CISO", "NO")]
+def report(label: str, tally: Tally, policies: tuple[str, ...]) -> str:
+    base, best = tally.emissions["agnostic"], tally.emissions.get("oracle")
+    base_intensity = base / tally.energy["agnostic"]
+    lines = [
+        f"\n### {label}: {tally.runs} runs, {tally.jobs} jobs",
+        "| policy | kgCO2 (sum) | kWh | saving vs agnostic | width | timing | share of optimum "
+        "| worst run vs run-now | feasible deadlines met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for policy in policies:
+        saved = base - tally.emissions[policy]
+        width = (tally.energy["agnostic"] - tally.energy[policy]) * base_intensity
+        share = "-" if best is None or base - best <= 0 else f"{100 * saved / (base - best):.0f}%"
+        worst = tally.worst.get(policy)
+        timing = saved - width
+        lines.append(
+            f"| {policy} | {tally.emissions[policy] / 1000:.1f} | {tally.energy[policy]:.0f} | "
+            f"{100 * saved / base:+.1f}% | {100 * width / base:+.1f}% | {100 * timing / base:+.1f}% | "
+            f"{share} | {'-' if worst is None else f'{100 * worst:+.1f}%'} | "
+            f"{tally.met[policy]}/{tally.feasible[policy]} |"
+        )
+    return "\n".join(lines)
+
+
+def forecast_errors(traces: Path, half: str) -> None:
+    """MAE per lead of the ensemble, the original seasonal forecaster and persistence, past data only."""
+    import numpy as np
+
+    from gridwise.carbon.ensemble import EnsembleForecaster
+    from gridwise.carbon.forecaster import SeasonalForecaster
+
+    print(f"\n### Forecast error, {half}: MAE g/kWh (ensemble / seasonal / persistence), issued every 18 h")
+    print("| trace | signal | 1-3 h | 3-12 h | 12-24 h | 24-48 h | upper band covers | issues |")
+    print("|---|---|---|---|---|---|---|---|")
+    names = [f"electricitymaps_{z}_2022_hourly.csv" for z in (*EM_TUNED, *EM_UNSEEN)]
     for name in [*names, "watttime_caiso-north_2023-06_actual.csv"]:
         trace = load_trace(traces / name)
-        error = evaluate(trace, SeasonalForecaster(), horizon=timedelta(hours=24), every=timedelta(hours=6))
+        values = np.array(trace.values)
+        per_hour = round(timedelta(hours=1) / trace.step)
+        ahead = 48 * per_hour
+        ens, seasonal = EnsembleForecaster(), SeasonalForecaster()
+        need = ens.history_needed(trace.step)
+        n = len(values)
+        lo, hi = (0, n // 2) if half == "h1" else (n // 2, n)
+        if name.startswith("watttime"):
+            lo, hi, ahead = 7 * 24 * per_hour, n, 24 * per_hour
+        errors: dict[str, list[np.ndarray]] = {"ensemble": [], "seasonal": [], "persistence": []}
+        covered: list[np.ndarray] = []
+        for issue in range(max(lo, 8 * 24 * per_hour), hi - ahead, 18 * per_hour):
+            truth = values[issue : issue + ahead]
+            got = ens.predict(values[max(0, issue - need) : issue], trace.step, ahead, trace.time_at(issue))
+            guess = np.array(got.values)
+            errors["ensemble"].append(np.abs(guess - truth))
+            covered.append(truth <= guess + np.array(got.upper_error))
+            old = seasonal.predict(values[max(0, issue - 200 * per_hour) : issue], trace.step, ahead)
+            errors["seasonal"].append(np.abs(np.array(old) - truth))
+            errors["persistence"].append(np.abs(values[issue - 1] - truth))
+        cells = []
+        for a, b in ((0, 3), (3, 12), (12, 24), (24, 48)):
+            if b * per_hour > ahead:
+                cells.append("-")
+                continue
+            parts = [np.array(errors[k])[:, a * per_hour : b * per_hour].mean() for k in errors]
+            cells.append(" / ".join(f"{x:.1f}" for x in parts))
         print(
-            f"| {name} | {trace.signal_type} ({trace.emission_factor}) | {error.mae:.1f} | "
-            f"{error.mape:.1f}% | "
-            f"{error.persistence_mae:.1f} | {error.samples} |"
+            f"| {name} | {trace.signal_type} | {' | '.join(cells)} | {100 * np.array(covered).mean():.0f}% "
+            f"| {len(covered)} |",
+            flush=True,
         )
 
 
@@ -102,31 +160,59 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--traces", type=Path, default=Path("/work/shared/traces"))
-    parser.add_argument("--jobs", default=default_jobs_path())
-    parser.add_argument("--months", type=int, default=12, help="monthly start dates for the yearly traces")
-    args = parser.parse_args()
-    forecast_errors(args.traces)
-    monthly = [datetime(2022, month, 3, tzinfo=UTC) for month in range(1, args.months + 1)]
-    for zone in ("ES", "US-CAL-CISO", "NO"):
-        run_case(
-            args.traces / f"electricitymaps_{zone}_2022_hourly.csv",
-            "seasonal",
-            monthly,
-            None,
-            timedelta(hours=1),
-            args.jobs,
-        )
-    wt = args.traces / "watttime_caiso-north_2023-06_actual.csv"
-    wt_starts = [datetime(2023, 6, day, tzinfo=UTC) for day in (10, 13, 16)]
-    run_case(wt, "seasonal", wt_starts, None, timedelta(minutes=15), args.jobs)
-    run_case(
-        wt,
-        "provided",
-        wt_starts,
-        args.traces / "watttime_caiso-north_2023-06_forecast.csv",
-        timedelta(minutes=15),
-        args.jobs,
+    parser.add_argument("--half", choices=("h1", "h2"), default="h2")
+    parser.add_argument("--starts", type=int, default=12, help="start dates per yearly trace")
+    parser.add_argument("--wt-starts", type=int, default=4, help="start dates on the 2-week WattTime trace")
+    parser.add_argument(
+        "--risk", type=float, nargs="*", default=[], help="extra forecast-policy rows at these risk fractions"
     )
+    parser.add_argument(
+        "--mixes",
+        nargs="+",
+        default=[default_jobs_path(), default_jobs_path().replace("jobs-mix.yaml", "jobs-mix-slack.yaml")],
+    )
+    parser.add_argument("--no-watttime", action="store_true")
+    parser.add_argument("--forecast-errors", action="store_true", help="only the forecast error table")
+    args = parser.parse_args()
+    if args.forecast_errors:
+        forecast_errors(args.traces, args.half)
+        return 0
+    zones = EM_TUNED if args.half == "h1" else EM_TUNED + EM_UNSEEN
+    policies = SIM_POLICIES + tuple(f"forecast@{r:g}" for r in args.risk)
+    print(
+        f"default risk fraction {DEFAULT_RISK_FRACTION:g}; half {args.half}; {args.starts} starts per trace"
+    )
+    for mix in args.mixes:
+        name = Path(mix).name
+        for zone in zones:
+            began = time.perf_counter()
+            path = args.traces / f"electricitymaps_{zone}_2022_hourly.csv"
+            tally = run_case(
+                zone,
+                path,
+                "ensemble",
+                starts_for(args.half, args.starts),
+                mix,
+                policies,
+                DEFAULT_RISK_FRACTION,
+            )
+            print(
+                report(
+                    f"{zone} 2022 {args.half}, average (direct), {name}, ensemble forecast", tally, policies
+                )
+            )
+            print(f"(simulated in {time.perf_counter() - began:.0f} s)", flush=True)
+        if not args.no_watttime:
+            wt = args.traces / "watttime_caiso-north_2023-06_actual.csv"
+            fc = args.traces / "watttime_caiso-north_2023-06_forecast.csv"
+            wt_starts = [
+                datetime(2023, 6, 11, tzinfo=UTC) + timedelta(hours=24 * i) for i in range(args.wt_starts)
+            ]
+            for mode, file in (("ensemble", None), ("provided", fc)):
+                began = time.perf_counter()
+                tally = run_case("WT", wt, mode, wt_starts, mix, policies, DEFAULT_RISK_FRACTION, file)
+                print(report(f"CAISO North 2023-06, marginal, {name}, {mode} forecast", tally, policies))
+                print(f"(simulated in {time.perf_counter() - began:.0f} s)", flush=True)
     return 0
 
 

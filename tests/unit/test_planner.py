@@ -10,6 +10,8 @@ import pytest
 
 from gridwise.carbon.reading import IntensityPoint
 from gridwise.planner import POLICIES, PlanRequest, plan
+from gridwise.planner.baselines import carbonscaler, shade, stretch_replicas, waitawhile
+from gridwise.planner.policies import Problem, carbon_optimal
 from gridwise.planner.scaling import throughputs
 
 NOW = datetime(2022, 6, 1, 0, 20, tzinfo=UTC)
@@ -200,3 +202,58 @@ def test_emissions_use_slot_intensity() -> None:
     )
     assert result.expected_energy_kwh == pytest.approx(4 * 0.4)
     assert result.expected_emissions_g == pytest.approx(4 * 0.4 * 100)
+
+
+def _problem(intensity: list[float], work: float, lo: int = 1, hi: int = 2, switch: float = 0.0) -> Problem:
+    return Problem(
+        hours=tuple(1.0 for _ in intensity),
+        intensity=tuple(intensity),
+        rates=throughputs(hi, 0.9, None),
+        min_replicas=lo,
+        max_replicas=hi,
+        work=work,
+        switch_work=switch,
+        running_now=False,
+        power_kw=0.4,
+        day=tuple(0 for _ in intensity),
+    )
+
+
+def test_stretch_is_the_fewest_replicas_that_meet_the_deadline() -> None:
+    rates = throughputs(8, 0.9, None)
+    assert stretch_replicas(rates, 1, 8, need=10.0, hours=10.0) == 1
+    assert stretch_replicas(rates, 1, 8, need=10.1, hours=10.0) == 2
+    assert stretch_replicas(rates, 2, 8, need=1.0, hours=10.0) == 2
+    assert stretch_replicas(rates, 1, 8, need=1000.0, hours=10.0) == 8
+
+
+def test_waitawhile_runs_at_max_in_the_cheapest_slots() -> None:
+    alloc = waitawhile(_problem([300, 100, 250, 90, 400], work=3.5, switch=0.0))
+    assert alloc == [0, 2, 0, 2, 0]
+    # A resume per run is work too: a third slot is needed once each run costs 0.3.
+    assert waitawhile(_problem([300, 100, 250, 90, 400], work=3.5, switch=0.3)).count(2) == 3
+
+
+def test_carbonscaler_scales_up_in_clean_slots_first() -> None:
+    alloc = carbonscaler(_problem([300, 100, 250, 90, 400], work=2.0, hi=4))
+    # The cleanest slot gets replicas until its marginal efficiency falls below the next slot's.
+    assert alloc[3] >= alloc[1] >= 1 and alloc[0] == alloc[4] == 0
+    covered = sum(throughputs(4, 0.9, None)[n] for n in alloc)
+    assert covered >= 2.0 + 0.0 - 1e-9
+
+
+def test_shading_raises_only_by_the_upper_error() -> None:
+    assert shade((100.0, 200.0), (10.0, -5.0), 0.5) == (105.0, 200.0)
+    assert shade((100.0,), (10.0,), 0.0) == (100.0,)
+    with pytest.raises(ValueError, match="shading fraction"):
+        shade((100.0,), (10.0,), -1.0)
+
+
+def test_shaded_future_keeps_a_small_forecast_saving_from_deferring() -> None:
+    """Later is 10% cleaner by forecast, but the forecast may be 20% off there: run now."""
+    values = (200.0, 180.0, 180.0, 180.0)
+    errors = (0.0, 40.0, 40.0, 40.0)
+    problem = _problem(list(values), work=1.8, hi=1)
+    assert carbon_optimal(problem)[0] == 0  # trusting the forecast defers
+    shaded = _problem(list(shade(values, errors, 1.0)), work=1.8, hi=1)
+    assert carbon_optimal(shaded)[0] == 1  # knowing its error does not

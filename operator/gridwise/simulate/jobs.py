@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+FIELDS = (
+    "name",
+    "submit",
+    "submit_after_hours",
+    "deadline",
+    "deadline_hours",
+    "work_gpu_hours",
+    "min_replicas",
+    "max_replicas",
+    "power_per_replica_watts",
+    "scaling_efficiency",
+)
 
 
 class JobsError(ValueError):
@@ -58,7 +72,14 @@ def _integer(job: dict[str, Any], key: str, where: str) -> int:
 
 def parse_jobs(data: object, origin: datetime, source: str = "jobs") -> list[SimJob]:
     """`data` is a list of jobs, or {jobs: [...]}. Relative times count from `origin`."""
-    if isinstance(data, dict) and "jobs" in data:
+    if isinstance(data, dict):
+        extra = sorted(str(k) for k in data if k != "jobs")
+        if extra or "jobs" not in data:
+            raise JobsError(
+                f"{source}: unknown top-level key {extra[0]!r}; expected only 'jobs:'"
+                if extra
+                else f"{source}: expected a list of jobs or a mapping with 'jobs:'"
+            )
         data = data["jobs"]
     if not isinstance(data, list) or not data:
         raise JobsError(f"{source}: expected a non-empty list of jobs (or a mapping with 'jobs:')")
@@ -72,6 +93,14 @@ def parse_jobs(data: object, origin: datetime, source: str = "jobs") -> list[Sim
         if not isinstance(name, str) or not name:
             raise JobsError(f"{where}: missing name")
         where = f"{source}: job {name!r}"
+        for key in job:
+            if key not in FIELDS:
+                close = difflib.get_close_matches(str(key), FIELDS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f"; known fields: {', '.join(FIELDS)}"
+                raise JobsError(f"{where}: unknown field {key!r}{hint}")
+        for first, second in (("submit", "submit_after_hours"), ("deadline", "deadline_hours")):
+            if first in job and second in job:
+                raise JobsError(f"{where}: set {first} or {second}, not both")
         if name in names:
             raise JobsError(f"{where}: duplicate name")
         names.add(name)
