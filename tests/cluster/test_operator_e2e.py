@@ -664,3 +664,63 @@ def test_a_missing_secret_does_not_keep_the_job_suspended(
     assert cond["status"] == "True" and "Secret no-such-secret not found" in cond["message"]
     j = job(cluster, namespace, "nosecret")
     assert j is not None and j["spec"]["suspend"] is False
+
+
+DENY_STATUS = """
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: deny-caj-status-NS}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [gridwise.dev]
+        apiVersions: ["*"]
+        operations: [UPDATE]
+        resources: [carbonawarejobs/status]
+  validations:
+    - expression: "object.metadata.namespace != 'NS'"
+      message: status writes are denied by the test
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: deny-caj-status-NS}
+spec:
+  policyName: deny-caj-status-NS
+  validationActions: [Deny]
+"""
+
+
+def test_a_denied_status_write_does_not_stop_the_reconcile_timer(
+    cluster: Cluster, namespace: str, tmp_path: Path, operator_factory: Any
+) -> None:
+    """kopf ends a timer whose own status patch gets a 4xx; the operator writes status itself and retries."""
+    op = operator_factory()
+    trace = trace_from(tmp_path, [100.0] * 48)
+    cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-",
+        input=caj_manifest("denied", trace=trace, work_gpu_hours=500, complete_within="30d",
+                           policy={"type": "agnostic"}),
+    )  # fmt: skip
+    wait_for(
+        "running", lambda: status(cluster, namespace, "denied").get("phase") == "Running", log=op.log_tail
+    )
+    policy = DENY_STATUS.replace("NS", namespace)
+    cluster.kubectl("apply", "-f", "-", input=policy)
+    try:
+        wait_for(
+            "a denied status write in the operator log",
+            lambda: "status write failed" in op.log_tail(200) and "denied by the test" in op.log_tail(200),
+            timeout=60,
+            log=op.log_tail,
+        )
+        frozen = status(cluster, namespace, "denied")["accounting"]["lastTime"]
+    finally:
+        cluster.kubectl("delete", "-f", "-", input=policy, check=False)
+    wait_for(
+        "status written again",
+        lambda: status(cluster, namespace, "denied")["accounting"]["lastTime"] != frozen,
+        timeout=60,
+        log=op.log_tail,
+    )
+    assert status(cluster, namespace, "denied")["phase"] == "Running"

@@ -377,3 +377,22 @@ def test_steady_ticks_are_not_material_changes() -> None:
         res(policy={"type": "agnostic"}), a.status, observed(job(suspended=True)), NOW + timedelta(minutes=3)
     )
     assert material(b.status, paused.status)
+
+
+def test_event_reasons_are_camel_case_in_every_scenario() -> None:
+    st = accepted_status(jobUID="job-uid")
+    cases = [
+        step(res(), {}, observed(None), NOW),
+        step(res(), st, observed(None), NOW + timedelta(minutes=1)),
+        step(res(), st, observed(job(owner=OWNER_NONE)), NOW + timedelta(minutes=1)),
+        step(res(), st, observed(job(owner=OWNER_OTHER)), NOW + timedelta(minutes=1)),
+        step(res(), st, observed(job(), reading([], stale=True)), NOW + timedelta(minutes=1)),
+        step(res(2), st, observed(job(suspended=False, shape="s0")), NOW + timedelta(minutes=1)),
+        step(res(), st, observed(job(finished="Failed")), NOW + timedelta(minutes=1)),
+        step(res(replicas={"min": 2, "max": 1}), st, observed(None), NOW),
+    ]
+    seen = {e.reason for r in cases for e in r.events}
+    assert {"JobCreated", "JobMissing", "JobOrphaned", "JobConflict", "CarbonSignalStale", "SpecChanged",
+            "JobFailed", "InvalidSpec"} <= seen  # fmt: skip
+    for reason in seen:
+        assert REASON.match(reason), reason
