@@ -53,3 +53,13 @@ def test_throughput_metric_parses_and_normalises() -> None:
     assert throughput_table({}, 4, 0.9) is None  # nothing measured: the caller keeps scaling_efficiency
     only2 = throughput_table({2: 190.0}, 2, 0.9)
     assert only2 is not None and abs(only2[2] - 1.8) < 1e-12 and only2[1] == 1.0
+
+
+def test_the_trainer_accepts_the_env_the_operator_sends() -> None:
+    """Contract: a CarbonAwareJob without objective/compression must start the trainer (found by
+    the real-node tests: "{}" as GRIDWISE_OBJECTIVE made every such trainer pod exit 2)."""
+    from gridwise_trainer.config import parse_compression, parse_objective
+
+    env = {e["name"]: e.get("value") for e in build_trainer_env(_spec(1, 1))}
+    assert parse_objective(env.get("GRIDWISE_OBJECTIVE")).accuracy > 0
+    parse_compression(env.get("GRIDWISE_COMPRESSION"))

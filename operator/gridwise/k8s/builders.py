@@ -66,9 +66,12 @@ def build_trainer_env(spec: JobSpec) -> list[dict[str, Any]]:
         {"name": "GRIDWISE_METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "GRIDWISE_SIGNAL_TYPE", "value": str(spec.carbon.get("signalType", "average"))},
         {"name": "GRIDWISE_COMPRESSION", "value": json.dumps(dict(spec.compression), sort_keys=True)},
-        {"name": "GRIDWISE_OBJECTIVE", "value": json.dumps(dict(spec.objective), sort_keys=True)},
         {"name": "GRIDWISE_TOTAL_STEPS", "value": str(spec.total_steps)},
     ]
+    if spec.objective:
+        # Unset means the trainer's default ({"accuracy": 1}); an empty "{}" is an error there (no
+        # positive weight), so a CarbonAwareJob without `objective` must not send one.
+        env.append({"name": "GRIDWISE_OBJECTIVE", "value": json.dumps(dict(spec.objective), sort_keys=True)})
     if is_elastic(spec):
         svc = job_name(spec.name)
         env += [
