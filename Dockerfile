@@ -18,24 +18,19 @@ ARG PIP_NO_INDEX
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-# /opt/build holds setuptools to build the gridwise wheel; only /opt/gridwise reaches the image.
+# /opt/build holds setuptools to build the gridwise wheel; /opt/gridwise the locked dependencies.
+# httpx's own command needs httpx[cli] (click, rich), which the operator never uses: it is removed
+# rather than shipped broken.
 RUN python3 -m venv /opt/build && python3 -m venv /opt/gridwise
 COPY requirements/build.txt requirements/operator.txt /src/requirements/
 RUN /opt/build/bin/pip install --require-hashes --only-binary=:all: -r /src/requirements/build.txt \
-    && /opt/gridwise/bin/pip install --require-hashes --only-binary=:all: -r /src/requirements/operator.txt
+    && /opt/gridwise/bin/pip install --require-hashes --only-binary=:all: -r /src/requirements/operator.txt \
+    && rm -f /opt/gridwise/bin/httpx
 WORKDIR /src
 COPY pyproject.toml setup.py README.md LICENSE ./
 COPY operator/gridwise ./operator/gridwise
 # Without trainer-image/ the wheel has no gridwise_trainer package and no gridwise-trainer command.
-# httpx's own command needs httpx[cli] (click, rich), which the operator never uses: it is removed
-# rather than shipped broken.
-RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
-    && /opt/gridwise/bin/pip install --no-deps /tmp/dist/gridwise-*.whl \
-    && /opt/gridwise/bin/pip check \
-    && rm -f /opt/gridwise/bin/httpx \
-    && /opt/gridwise/bin/python -c "import gridwise.cli, gridwise.k8s.runtime, kopf, kubernetes_asyncio" \
-    && ! /opt/gridwise/bin/python -c "import torch" 2>/dev/null \
-    && test ! -e /opt/gridwise/bin/gridwise-trainer
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
 
 FROM ${BASE_IMAGE}
 ARG BASE_IMAGE
@@ -54,7 +49,15 @@ LABEL org.opencontainers.image.title="gridwise-operator" \
 ENV PATH=/opt/gridwise/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+# The dependencies first (cached until the lock changes), then the small gridwise layer.
 COPY --from=build /opt/gridwise /opt/gridwise
+COPY --from=build /dist/ /tmp/dist/
+RUN pip install --no-cache-dir --no-deps /tmp/dist/gridwise-*.whl \
+    && rm -rf /tmp/dist \
+    && pip check \
+    && python -c "import gridwise.cli, gridwise.k8s.runtime, kopf, kubernetes_asyncio" \
+    && ! python -c "import torch" 2>/dev/null \
+    && test ! -e /opt/gridwise/bin/gridwise-trainer
 USER 65532:65532
 WORKDIR /tmp
 EXPOSE 8080

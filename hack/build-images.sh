@@ -16,7 +16,7 @@
 # - Dependencies: hash-locked (requirements/*.txt) wheels are fetched once into a wheelhouse
 #   (~/.cache/gridwise/wheels, host pip with the host's CA bundle) and the builds run with
 #   --network none, installing only from it. GRIDWISE_IMAGES_ONLINE=1 builds from the index instead,
-#   with the host CA bundle mounted for pip.
+#   with the host CA bundle mounted for pip. GRIDWISE_IMAGES_NO_CACHE=1 ignores podman's layer cache.
 # - podman build/run use runc: crun cannot handle this machine's hybrid cgroups.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -121,6 +121,7 @@ build() {
     # Also set here: buildah 1.28's layer cache reuses a LABEL step whatever its ARG values are.
     --label "org.opencontainers.image.version=$version" --label "org.opencontainers.image.revision=$revision"
     --label "org.opencontainers.image.base.name=$base")
+  [[ ${GRIDWISE_IMAGES_NO_CACHE:-0} == 1 ]] && args+=(--no-cache)
   if [[ $online == 1 ]]; then
     [[ -f $host_ca ]] || die "no CA bundle at $host_ca (set GRIDWISE_HOST_CA)"
     args+=(-v "$host_ca:/run/host-ca.crt:ro" --build-arg PIP_CERT=/run/host-ca.crt)

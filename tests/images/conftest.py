@@ -21,7 +21,6 @@ INSTALL_HINT = "apt-get install -y podman buildah runc debootstrap"
 PODMAN_RUN = (
     "podman",
     "run",
-    "--rm",
     "--runtime",
     "runc",
     "--ulimit",
@@ -68,5 +67,9 @@ def podman_run(
 ) -> subprocess.CompletedProcess[str]:
     """Runs the image once, offline, with the limits podman needs here."""
     return subprocess.run(
-        [*PODMAN_RUN, *options, image, *args], capture_output=True, text=True, check=False, timeout=timeout
+        [*PODMAN_RUN, "--rm", *options, image, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
     )
