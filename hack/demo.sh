@@ -9,4 +9,6 @@ GRIDWISE_CONTROLPLANE_BIN="$(hack/build-control-plane.sh)"
 export GRIDWISE_CONTROLPLANE_BIN
 venv="$(hack/venv.sh)"
 export PATH="$venv/bin:$GRIDWISE_CONTROLPLANE_BIN:$PATH"
+# containerd, runc, CNI plugins and podman for `--real-node` (installs only what is missing)
+if [[ " $* " == *" --real-node "* ]]; then hack/install-node-deps.sh; fi
 exec gridwise demo "$@"

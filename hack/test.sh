@@ -13,6 +13,8 @@ export GRIDWISE_CONTROLPLANE_BIN
 step "virtualenv (torch is installed once per machine)"
 venv="$(hack/venv.sh)"
 export PATH="$venv/bin:$GRIDWISE_CONTROLPLANE_BIN:$PATH"
+step "Debian packages for the real node (containerd, runc, CNI plugins, podman)"
+hack/install-node-deps.sh
 if [[ -x hack/install-prometheus.sh ]]; then
   step "prometheus server (Debian package) for the metrics tests"
   hack/install-prometheus.sh

@@ -3,6 +3,11 @@
 The local control plane is started once per test session (whichever test directory asks
 first) with fake GPU nodes and the CRDs installed. Without its binaries the tests fail,
 naming the command that builds them. `--kubeconfig` targets any other cluster instead.
+
+`real_cluster` is a second, separate control plane with one real kubelet node beside the kwok
+GPU nodes (tests/node use it). It is separate so the kwok-only suite stays fast and needs no
+root, containerd or iptables; it starts only when a test asks for it, and a missing package or
+binary fails the test with the command that installs or builds it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from gridwise.devcluster import Cluster, ControlPlaneError, GPUNodePool, LocalControlPlane
+from gridwise.devnode import NodeError, check_host, host_leftovers
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,6 +64,29 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalControlPlane]:
+    """The local control plane plus one real node (containerd, kubelet, kube-proxy, CoreDNS)."""
+    try:
+        cp = LocalControlPlane(workdir=tmp_path_factory.mktemp("realnode-cp"), real_node=True)
+        check_host(cp.bin_dir)
+    except (ControlPlaneError, NodeError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        cp.start(timeout=180)
+    except (ControlPlaneError, NodeError) as exc:
+        pytest.fail(f"real node did not start: {exc}", pytrace=False)
+    try:
+        cp.wait_nodes_ready(cp.add_gpu_nodes(GPUNodePool(count=1, gpus_per_node=8)))
+        _install_crds(cp)
+        yield cp
+    finally:
+        cp.stop()
+    # Teardown must leave the host as it found it (iptables, bridge, cgroups, netns, mounts, shims).
+    left = host_leftovers()
+    assert not left, f"the real node left these on the host: {left}"
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ examples:
   gridwise demo --policy threshold --threshold 150
   gridwise demo --trace ../shared/traces/electricitymaps_US-CAL-CISO_2022_hourly.csv --start 2022-04-10
   gridwise demo --kubeconfig ~/.kube/config       # use an existing cluster instead of a local one
+  gridwise demo --real-node                       # the trainer image in real pods (root; see README)
 """
 
 
@@ -47,7 +48,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--start", default="2022-06-06T00:00:00Z", help="trace time to start at (default 2022-06-06)"
     )
     p.add_argument(
-        "--speed", type=float, default=3600.0, help="replayed seconds per real second (default 3600)"
+        "--speed",
+        type=float,
+        default=None,
+        help="replayed seconds per real second (default 3600; 600 with --real-node)",
     )
     p.add_argument("--policy", choices=["forecast", "threshold", "agnostic"], default="forecast")
     p.add_argument("--threshold", type=float, default=150.0, help="gCO2/kWh for --policy threshold")
@@ -57,6 +61,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--kubeconfig", help="use this cluster instead of starting the local control plane")
     p.add_argument("--timeout", type=float, default=180.0, help="give up after this many real seconds")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    p.add_argument(
+        "--real-node",
+        action="store_true",
+        help="add a real node (containerd + kubelet) and run the trainer image there on CPU, with a "
+        "checkpoint volume, so pauses stop and resume a real process (needs root and the trainer image)",
+    )
+    p.add_argument(
+        "--trainer-image",
+        help="podman image ref for --real-node (default: $GRIDWISE_TRAINER_IMAGE, else hack/build-images.sh)",
+    )
+    p.add_argument(
+        "--total-steps", type=int, default=None, help="trainer steps (default 20000; 3000 with --real-node)"
+    )
 
 
 def _parse_start(text: str) -> datetime:
@@ -81,11 +98,11 @@ def _crds_dir() -> Path:
     raise SystemExit("gridwise demo: cannot find the crds/ folder; run it from a gridwise checkout")
 
 
-def build_demo_job(args: argparse.Namespace, trace: Path) -> dict[str, Any]:
+def build_demo_job(args: argparse.Namespace, trace: Path, *, real_image: str | None = None) -> dict[str, Any]:
     policy: dict[str, Any] = {"type": args.policy, "maxPausesPerDay": 4}
     if args.policy == "threshold":
         policy["thresholdGramsPerKWh"] = args.threshold
-    return {
+    job: dict[str, Any] = {
         "apiVersion": "gridwise.dev/v1alpha1",
         "kind": "CarbonAwareJob",
         "metadata": {"name": "demo-training", "namespace": "default"},
@@ -94,7 +111,7 @@ def build_demo_job(args: argparse.Namespace, trace: Path) -> dict[str, Any]:
             "replicas": {"min": 1, "max": args.max_replicas},
             "work": {
                 "gpuHours": args.work,
-                "totalSteps": 20000,
+                "totalSteps": args.total_steps or (3000 if real_image else 20000),
                 "powerPerReplicaWatts": 400,
                 "scalingEfficiency": 0.9,
             },
@@ -113,6 +130,29 @@ def build_demo_job(args: argparse.Namespace, trace: Path) -> dict[str, Any]:
             },
         },
     }
+    if real_image:
+        _on_real_node(job, real_image)
+    return job
+
+
+def _on_real_node(job: dict[str, Any], image: str) -> None:
+    """The trainer image on the real node: CPU only (it has no GPUs), checkpoints on a local PV."""
+    from gridwise.devnode import NODE_LABEL
+
+    spec = job["spec"]
+    # Elastic pods share the node's CPUs: more than two only slow each other down on a small machine.
+    spec["replicas"]["max"] = min(spec["replicas"]["max"], 2)
+    spec["checkpoint"] = {"volumeClaimName": "demo-checkpoints", "gracePeriodSeconds": 30}
+    pod = spec["template"]["spec"]
+    pod["nodeSelector"] = {NODE_LABEL: "real"}
+    pod["securityContext"] = {"fsGroup": 10001}  # the trainer image's non-root user writes the volume
+    env = {"GRIDWISE_MODEL": "mlp", "GRIDWISE_DEVICE": "cpu", "GRIDWISE_CHECKPOINT_EVERY": "1000000"}
+    pod["containers"][0].update(
+        image=image,
+        imagePullPolicy="Never",
+        resources={"requests": {"cpu": "100m", "memory": "256Mi"}},
+        env=[{"name": k, "value": v} for k, v in env.items()],
+    )
 
 
 class LiveTable:
@@ -154,13 +194,18 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         cluster = Cluster(Path(args.kubeconfig), None)
     else:
         print(
-            "starting the local control plane (etcd, kube-apiserver, controllers, kwok GPU nodes)...",
+            "starting the local control plane (etcd, kube-apiserver, controllers, kwok GPU nodes"
+            + (", a real node" if args.real_node else "")
+            + ")...",
             flush=True,
         )
-        local = LocalControlPlane().start()
+        local = LocalControlPlane(real_node=args.real_node).start(timeout=300)
         cluster = local
         local.wait_nodes_ready(local.add_gpu_nodes(GPUNodePool(count=2, gpus_per_node=8)))
+    real_image: str | None = None
     try:
+        if args.real_node:
+            real_image = _prepare_real_node(args, local)
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(_crds_dir()))
         cluster.kubectl("wait", "--for=condition=Established", "crd/carbonawarejobs.gridwise.dev")
         deadline = time.monotonic() + 30
@@ -183,7 +228,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         )
         stop = asyncio.Event()
         operator = asyncio.create_task(run_operator(config, stop))
-        job = build_demo_job(args, trace)
+        job = build_demo_job(args, trace, real_image=real_image)
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(job))
         print(
             f"applied CarbonAwareJob demo-training: {args.work:g} GPU-hours, "
@@ -206,7 +251,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                     table.row(clock.now(), status)
             if status.get("phase") in ("Succeeded", "Failed"):
                 break
-            if status.get("progress", 0) >= 1 and not completed_pods:
+            if status.get("progress", 0) >= 1 and not completed_pods and not real_image:
                 # kwok pods never exit: tell them the training finished, as a real trainer would.
                 pods = cluster.kubectl(
                     "get", "pods", "-l", "job-name=demo-training", "-o", "name"
@@ -236,6 +281,29 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
             local.stop()
 
 
+def _prepare_real_node(args: argparse.Namespace, local: Any) -> str:
+    """Loads the trainer image into the node and makes the checkpoint volume; returns the image ref."""
+    import tempfile
+
+    from gridwise.devnode import NodeError, build_local_volume, built_image_ref
+
+    if local is None or local.node is None:
+        raise SystemExit("gridwise demo: --real-node starts its own cluster; drop --kubeconfig")
+    try:
+        ref = args.trainer_image or built_image_ref("trainer")
+        print(f"loading {ref} into the real node (once per image)...", flush=True)
+        image = str(local.node.load_image(ref))
+    except NodeError as exc:
+        raise SystemExit(f"gridwise demo: {exc}") from exc
+    ckpt = Path(tempfile.mkdtemp(prefix="gridwise-demo-ckpt-", dir=local.workdir))
+    ckpt.chmod(0o755)
+    local.kubectl("delete", "pvc", "demo-checkpoints", "--ignore-not-found", "--wait=false")
+    local.kubectl("delete", "pv", "default-demo-checkpoints", "--ignore-not-found", "--wait=false")
+    docs = build_local_volume("default", "demo-checkpoints", ckpt)
+    local.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    return image
+
+
 def _summary(status: dict[str, Any], decisions: list[str], now: datetime, start: datetime) -> dict[str, Any]:
     emitted = float(status.get("emissionsGrams", 0.0))
     baseline = float(status.get("baselineEmissionsGrams", 0.0))
@@ -253,6 +321,9 @@ def _summary(status: dict[str, Any], decisions: list[str], now: datetime, start:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.speed is None:
+        # Real pods take seconds to start and stop: a slower replay keeps pauses visible.
+        args.speed = 600.0 if getattr(args, "real_node", False) else 3600.0
     if args.speed <= 0:
         raise SystemExit("gridwise demo: --speed must be positive")
     summary = asyncio.run(_demo(args))

@@ -3,6 +3,8 @@
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake GPU
 nodes) run as child processes on loopback. The binaries come from
 `hack/build-control-plane.sh`, which builds them once into a versioned cache.
+With `real_node=True` the apiserver binds and advertises the machine's non-loopback address
+(pods reach it through the `kubernetes` Service) and one real node joins (`devnode`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
+
+from gridwise.devnode import Cert, NodeConfig, RealNode, issue_cert, make_ca, node_ip, service_ip
 
 BINARIES = (
     "etcd",
@@ -193,16 +197,29 @@ class LocalControlPlane(Cluster):
         log_to: Path | None = None,
         *,
         audit: bool = False,
+        real_node: bool = False,
+        node_config: NodeConfig | None = None,
     ):
-        """`audit=True` logs every API request (user, verb, resource) to `audit_log`, for benchmarks."""
+        """`audit=True` logs every API request (user, verb, resource) to `audit_log`, for benchmarks.
+
+        `real_node=True` adds one real kubelet node (see `gridwise.devnode`) beside the kwok nodes.
+        """
         self.audit = audit
+        self.real_node = real_node
+        self.node_config = node_config or NodeConfig()
+        self.node: RealNode | None = None
         self.bin_dir = find_binaries(bin_dir)
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="gridwise-cp-"))
         self.logdir = log_to or self.workdir / "logs"
         super().__init__(self.workdir / "kubeconfig", self.bin_dir)
         self.port = free_port()
-        self.server = f"https://127.0.0.1:{self.port}"
+        # A real node's pods reach the API through the `kubernetes` Service, whose endpoint is the
+        # advertise address: it must not be loopback, and the apiserver must listen there.
+        self.address = node_ip() if real_node else "127.0.0.1"
+        self.service_cidr = self.node_config.service_cidr if real_node else "10.0.0.0/24"
+        self.server = f"https://{self.address}:{self.port}"
+        self.ca: Cert | None = None
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     # -- lifecycle ---------------------------------------------------------------
@@ -217,23 +234,35 @@ class LocalControlPlane(Cluster):
             self._write_kubeconfig()
             self._start_controllers()
             self._start_kwok()
+            if self.real_node:
+                self._start_node(timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        # Stateless parts die at once; etcd and the apiserver get a moment to close cleanly.
+        # The real node goes first, while the apiserver can still tell the kubelet to stop its pods.
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
+        # Stateless parts die at once; the apiserver closes before etcd (stopping both together
+        # can hang the apiserver on its etcd watches).
         for name, proc in reversed(self._procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM if name in ("etcd", "kube-apiserver") else signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        for _, proc in reversed(self._procs):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None and name not in ("etcd", "kube-apiserver"):
                 proc.kill()
-                proc.wait()
+        for name in ("kube-apiserver", "etcd"):
+            for n, proc in self._procs:
+                if n != name or proc.poll() is not None:
+                    continue
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for _, proc in self._procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
         self._procs.clear()
         if self._owns_workdir and not os.environ.get("GRIDWISE_KEEP_CLUSTER_DIR"):
             shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
@@ -265,6 +294,23 @@ class LocalControlPlane(Cluster):
                 check=True,
                 capture_output=True,
             )
+        if self.real_node:
+            # Own CA: the serving cert needs SANs for the Service IP and the node address, and the
+            # kubelet and kube-proxy authenticate with client certs it signs.
+            pki = self.workdir / "pki"
+            self.ca = make_ca(pki)
+            first_service_ip = service_ip(self.service_cidr, 1)
+            self.serving = issue_cert(
+                self.ca, pki, "apiserver", cn="kube-apiserver",
+                ips=[self.address, first_service_ip, "127.0.0.1"],
+                dns=["kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                     "kubernetes.default.svc.cluster.local", "localhost"],
+                server=True, client=False,
+            )  # fmt: skip
+            self.kubelet_client = issue_cert(
+                self.ca, pki, "apiserver-kubelet-client", cn="kube-apiserver-kubelet-client",
+                orgs=["system:masters"],
+            )  # fmt: skip
         (self.workdir / "tokens.csv").write_text(
             f'{ADMIN_TOKEN},gridwise-admin,1,"system:masters"\n'
             f'{OPERATOR_TOKEN},{OPERATOR_USER},2,"system:masters"\n'
@@ -297,11 +343,11 @@ class LocalControlPlane(Cluster):
                 f"--etcd-servers={self.etcd_url}",
                 f"--cert-dir={certs}",
                 f"--secure-port={self.port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 "--allow-privileged=true",
-                "--authorization-mode=RBAC",
+                *self._node_flags(),
                 f"--token-auth-file={self.workdir / 'tokens.csv'}",
                 f"--service-account-issuer={self.server}/",
                 f"--service-account-key-file={self.workdir / 'sa.pub'}",
@@ -314,6 +360,37 @@ class LocalControlPlane(Cluster):
                 *self._audit_flags(),
             ],
         )
+
+    def _node_flags(self) -> list[str]:
+        if not self.real_node:
+            return ["--authorization-mode=RBAC"]
+        assert self.ca is not None
+        return [
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--client-ca-file={self.ca.cert}",
+            f"--tls-cert-file={self.serving.cert}",
+            f"--tls-private-key-file={self.serving.key}",
+            f"--kubelet-client-certificate={self.kubelet_client.cert}",
+            f"--kubelet-client-key={self.kubelet_client.key}",
+            f"--kubelet-certificate-authority={self.ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+        ]
+
+    def _ca_file(self) -> Path:
+        return self.ca.cert if self.ca is not None else self.workdir / "certs" / "apiserver.crt"
+
+    def _start_node(self, timeout: float) -> None:
+        assert self.ca is not None
+        self.node = RealNode(
+            server=self.server,
+            ca=self.ca,
+            admin_kubeconfig=self.kubeconfig,
+            bin_dir=self.bin_dir,
+            address=self.address,
+            config=self.node_config,
+        )
+        self.node.start(timeout)
 
     @property
     def audit_log(self) -> Path:
@@ -369,7 +446,7 @@ class LocalControlPlane(Cluster):
         raise ControlPlaneError(f"kube-apiserver not ready after {timeout:.0f}s ({last}); see {self.logdir}")
 
     def _write_kubeconfig(self) -> None:
-        ca = self.workdir / "certs" / "apiserver.crt"
+        ca = self._ca_file()
         cluster: dict[str, object] = {"server": self.server}
         if ca.exists():
             cluster["certificate-authority"] = str(ca)
@@ -400,7 +477,7 @@ class LocalControlPlane(Cluster):
                 "--bind-address=127.0.0.1",
                 f"--secure-port={free_port()}",
                 f"--service-account-private-key-file={self.workdir / 'sa.key'}",
-                f"--root-ca-file={self.workdir / 'certs' / 'apiserver.crt'}",
+                f"--root-ca-file={self._ca_file()}",
                 "--use-service-account-credentials=false",
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
                 "--concurrent-job-syncs=20",
@@ -444,9 +521,11 @@ class LocalControlPlane(Cluster):
 
 
 @contextlib.contextmanager
-def running_control_plane(gpu_nodes: GPUNodePool | None = None) -> Iterator[LocalControlPlane]:
+def running_control_plane(
+    gpu_nodes: GPUNodePool | None = None, *, real_node: bool = False
+) -> Iterator[LocalControlPlane]:
     """Context manager used by the demo: a cluster with fake GPU nodes, torn down on exit."""
-    with LocalControlPlane() as cp:
+    with LocalControlPlane(real_node=real_node) as cp:
         if gpu_nodes is not None and gpu_nodes.count:
             cp.wait_nodes_ready(cp.add_gpu_nodes(gpu_nodes))
         yield cp

@@ -1,0 +1,3 @@
+module gridwise.dev/tests/probe
+
+go 1.22
