@@ -49,6 +49,11 @@ LABEL org.opencontainers.image.title="gridwise-operator" \
 ENV PATH=/opt/gridwise/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+# uid 65532 gets a passwd entry: kopf names its peering identity after getpass.getuser(), which
+# raises KeyError for a uid the image does not know (the operator crashed on start without it).
+RUN groupadd --system --gid 65532 gridwise \
+    && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin gridwise
 # The dependencies first (cached until the lock changes), then the small gridwise layer.
 COPY --from=build /opt/gridwise /opt/gridwise
 COPY --from=build /dist/ /tmp/dist/

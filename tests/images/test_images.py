@@ -110,14 +110,15 @@ def test_image_runs_as_non_root(images: Images, name: str, uid: int) -> None:
     config = inspect(ref_of(images, name))["Config"]
     assert isinstance(config, dict)
     assert config["User"] == f"{uid}:{uid}"
+    # getpass.getuser() needs a passwd entry for the uid (kopf calls it for its peering identity).
     proc = podman_run(
         ref_of(images, name),
         "-c",
-        "import os; print(os.getuid(), os.getgid())",
+        "import getpass, os; print(os.getuid(), os.getgid(), getpass.getuser())",
         options=["--entrypoint", "python"],
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [str(uid), str(uid)]
+    assert proc.stdout.split() == [str(uid), str(uid), {"operator": "gridwise", "trainer": "trainer"}[name]]
 
 
 def test_operator_entrypoint_answers_help(images: Images) -> None:
@@ -151,6 +152,14 @@ def test_every_command_in_the_image_answers_help(images: Images, name: str) -> N
     assert FOREIGN_COMMAND[name] not in results, f"the {name} image ships {FOREIGN_COMMAND[name]}"
     broken = {cmd: rc for cmd, rc in results.items() if rc != "0"}
     assert not broken, f"commands failing `--help` in the {name} image: {broken}\n{proc.stdout}"
+
+
+def test_kopf_finds_its_identity_as_the_image_user(images: Images) -> None:
+    """What crashed the in-cluster operator on start: KeyError 'getpwuid(): uid not found: 65532'."""
+    code = "from kopf._core.engines.peering import detect_own_id; print(detect_own_id(manual=False))"
+    proc = podman_run(images.operator, "-c", code, options=["--entrypoint", "python"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("gridwise@"), proc.stdout
 
 
 def test_operator_image_has_kopf_and_no_torch(images: Images) -> None:
