@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 from gridwise.trainer_contract import EXIT_COMPLETE, EXIT_CONFIG_ERROR, EXIT_EARLY_STOP
@@ -398,19 +395,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gridwise-trainer: error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: finishing the current step, then checkpointing", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     from .elastic import REFORM_EXIT_CODE
     from .job import run_job  # torch is imported only once the configuration is known to be good
+    from .session import StopSignal
 
     try:
-        outcome = run_job(cfg, stop)
+        with StopSignal() as stop:
+            outcome = run_job(cfg, stop.event)
     except ConfigError as exc:
         print(f"gridwise-trainer: error: {exc}", file=sys.stderr)
         return 2
