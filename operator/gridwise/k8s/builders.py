@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gridwise.api import API_VERSION, KIND, KUEUE_QUEUE_LABEL, LABEL_JOB, LABEL_MANAGED_BY, MANAGER, JobSpec
+from gridwise.trainer_contract import EXIT_EARLY_STOP
 
 METRICS_PORT = 9400
 RENDEZVOUS_PORT = 29400
@@ -154,6 +155,11 @@ def build_job(
             "rules": [
                 # A pod removed by a pause, a scale-down or a node drain is not the trainer failing.
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                # The trainer stopped early on SIGTERM after a checkpoint (docs/trainer-contract.md).
+                # Without this a drained pod that exited 0 would complete the Job at partial progress;
+                # ignored, the pod is replaced without using up backoffLimit and resumes from the
+                # checkpoint. No containerName: every container gets the trainer env, so all are trainers.
+                {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [EXIT_EARLY_STOP]}},
             ]
         },
         "template": build_pod_template(spec),
