@@ -1,6 +1,6 @@
 # The two commands a new machine needs (see README.md). Everything they install is cached
 # under ~/.cache/gridwise, outside the checkout, and reused.
-.PHONY: demo test lint controlplane venv help
+.PHONY: demo test lint controlplane venv images help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,3 +16,6 @@ controlplane: ## build (or reuse) etcd, kube-apiserver, controllers, kubectl, kw
 
 venv: ## create (or reuse) the virtualenv with the operator, trainer and dev tools
 	hack/venv.sh
+
+images: ## build (or reuse) the operator and trainer images with podman, no registry; prints their refs
+	hack/build-images.sh $(ARGS)

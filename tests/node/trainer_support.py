@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from gridwise.api import parse_job_spec
 from gridwise.devcluster import Cluster
 from gridwise.devnode import NODE_LABEL, NodeError, RealNode, build_local_volume, built_image_ref
+from gridwise.k8s.builders import build_trainer_env
 from tests.cluster.harness import get_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,16 +136,15 @@ def run_baseline(cluster: Cluster, ns: str, image: str, host_dir: Path, total_st
     """The same training uninterrupted, in the same image on the same node: the reference model."""
     host_dir.mkdir(parents=True, exist_ok=True)
     host_dir.chmod(0o777)
-    env = {
-        **TRAINER_ENV,
-        "GRIDWISE_JOB_NAME": job,
-        "GRIDWISE_CHECKPOINT_DIR": "/checkpoints",
-        "GRIDWISE_TOTAL_STEPS": str(total_steps),
-        "GRIDWISE_METRICS_PORT": "9400",
-        "GRIDWISE_SIGNAL_TYPE": "average",
-        "GRIDWISE_COMPRESSION": "{}",
-        "GRIDWISE_OBJECTIVE": "{}",
-    }
+    # Exactly the env the operator gives the CarbonAwareJob's pods (same manifest, same builder).
+    manifest = yaml.safe_load(
+        trainer_caj(
+            job, image=image, claim="unused", carbon_url="http://127.0.0.1:9", total_steps=total_steps
+        )
+    )
+    spec = parse_job_spec(job, ns, manifest["spec"], datetime.now(UTC))
+    env = {e["name"]: e["value"] for e in build_trainer_env(spec) if "value" in e}
+    env.update(TRAINER_ENV)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",

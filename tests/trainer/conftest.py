@@ -12,9 +12,10 @@ from gridwise_trainer.config import TrainerConfig
 from gridwise_trainer.data import Dataset, load_digits_dataset
 from gridwise_trainer.energy import EstimateMeter
 from gridwise_trainer.intensity import IntensitySource
-from gridwise_trainer.loop import Counters, Phase, Trainer
+from gridwise_trainer.loop import Phase, Trainer
 from gridwise_trainer.metrics import TrainerMetrics
 from gridwise_trainer.model import default_spec
+from gridwise_trainer.session import Counters
 
 torch.set_num_threads(1)
 

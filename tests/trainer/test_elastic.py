@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gridwise.trainer_contract import EXIT_EARLY_STOP
 from gridwise_trainer.cli import config_from, main
 from gridwise_trainer.config import ConfigError
 from gridwise_trainer.data import ShardedBatchSampler
@@ -27,6 +28,7 @@ from gridwise_trainer.elastic import (
     LaunchError,
     parse_nnodes,
     shard,
+    supervised_exit_code,
     torchrun_argv,
     torchrun_env,
     wants_elastic_launch,
@@ -87,6 +89,14 @@ def test_launch_only_outside_torchrun_and_bad_settings_are_refused() -> None:
             ],
             env,
         )
+
+
+def test_supervisor_maps_a_signalled_torchrun_to_the_early_stop_code() -> None:
+    assert supervised_exit_code(0, signalled=False) == 0
+    assert supervised_exit_code(0, signalled=True) == 0  # the workers had finished: complete
+    assert supervised_exit_code(1, signalled=True) == EXIT_EARLY_STOP  # torchrun raises when signalled
+    assert supervised_exit_code(1, signalled=False) == 1  # a real failure stays one
+    assert supervised_exit_code(-9, signalled=False) == 137
 
 
 def test_bad_elastic_env_is_one_line_exit_2(
@@ -188,6 +198,12 @@ def _logs(tmp: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(tmp.glob("node*.log")))
 
 
+def _timeline(tmp: Path) -> str:
+    """Every node's timestamped log lines in time order: group rank 0 may live in any node's log."""
+    lines = [ln for ln in _logs(tmp).splitlines() if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", ln)]
+    return "\n".join(sorted(lines, key=lambda ln: ln[:23]))
+
+
 def _ckpt_steps(d: Path) -> list[int]:
     return sorted(int(p.name[5:15]) for p in d.glob("ckpt-*.pt"))
 
@@ -228,16 +244,18 @@ def test_elastic_group_scales_2_3_1_and_matches_one_process(tmp_path: Path) -> N
     for p in (n1, n2):  # scale down to 1: the highest indices' pods are deleted (SIGTERM)
         p.send_signal(signal.SIGTERM)
     assert n0.wait(timeout=100) == 0, _logs(tmp_path)[-4000:]
-    n1.wait(timeout=30)
-    n2.wait(timeout=30)
     logs = _logs(tmp_path)
+    # The removed pods stopped early: their main process must say so, never 0 (a completion).
+    assert n1.wait(timeout=30) == EXIT_EARLY_STOP, logs[-4000:]
+    assert n2.wait(timeout=30) == EXIT_EARLY_STOP, logs[-4000:]
 
     # Every group rank 0 led, in order: (world size, first step). No step lost, none repeated.
+    timeline = _timeline(tmp_path)
     groups = [
         (int(w), int(s))
-        for w, s in re.findall(r"world_size=(\d+) rank=0 global batch \d+ at step (\d+)", logs)
+        for w, s in re.findall(r"world_size=(\d+) rank=0 global batch \d+ at step (\d+)", timeline)
     ]
-    stops = [int(s) for s in re.findall(r"rank 0: .*; finishing at step (\d+)", logs)]
+    stops = [int(s) for s in re.findall(r"rank 0: .*; finishing at step (\d+)", timeline)]
     sizes = [w for w, _ in groups]
     assert sizes[0] == 2 and 3 in sizes and sizes[-1] == 1, groups
     assert sizes.index(3) < len(sizes) - 1 - sizes[::-1].index(1), groups

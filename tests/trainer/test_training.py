@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from gridwise.trainer_contract import EXIT_EARLY_STOP
 from gridwise_trainer.data import Dataset
 
 from .conftest import make_config, make_trainer
@@ -101,7 +103,7 @@ def test_sigterm_then_resume_is_exact(tmp_path: Path, extra: list[str]) -> None:
     assert sorted(expected) == list(range(1, 241))
 
     rc, first = _run_and_interrupt(tmp_path / "run", extra, at_step=90)
-    assert rc == 0, first[-2000:]
+    assert rc == EXIT_EARLY_STOP, first[-2000:]  # stopped early: never 0, which would complete a Job
     assert "received SIGTERM" in first and "paused cleanly" in first
     part1 = _losses(first)
     paused_at = max(part1)
@@ -117,3 +119,6 @@ def test_sigterm_then_resume_is_exact(tmp_path: Path, extra: list[str]) -> None:
     mismatched = [s for s in expected if combined.get(s) != expected[s]]
     assert not mismatched, f"loss differs from the uninterrupted run at steps {mismatched[:5]}"
     assert (tmp_path / "run" / "carbon-label.json").exists()
+    a = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b), "final weights differ"

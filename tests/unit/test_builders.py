@@ -53,3 +53,30 @@ def test_throughput_metric_parses_and_normalises() -> None:
     assert throughput_table({}, 4, 0.9) is None  # nothing measured: the caller keeps scaling_efficiency
     only2 = throughput_table({2: 190.0}, 2, 0.9)
     assert only2 is not None and abs(only2[2] - 1.8) < 1e-12 and only2[1] == 1.0
+
+
+def test_the_trainer_accepts_the_env_the_operator_sends() -> None:
+    """Contract: a CarbonAwareJob without objective/compression must start the trainer (found by
+    the real-node tests: "{}" as GRIDWISE_OBJECTIVE made every such trainer pod exit 2)."""
+    from gridwise_trainer.config import parse_compression, parse_objective
+
+    env = {e["name"]: e.get("value") for e in build_trainer_env(_spec(1, 1))}
+    assert parse_objective(env.get("GRIDWISE_OBJECTIVE")).accuracy > 0
+    parse_compression(env.get("GRIDWISE_COMPRESSION"))
+
+
+def test_early_stop_exit_code_is_ignored_and_disruptions_still_are() -> None:
+    """An evicted/drained trainer exits EXIT_EARLY_STOP: neither a failure nor a completion (issue 10)."""
+    from gridwise.trainer_contract import EXIT_COMPLETE, EXIT_EARLY_STOP, EXIT_REFORM
+
+    assert EXIT_EARLY_STOP not in {0, 1, 2, EXIT_REFORM} and not 64 <= EXIT_EARLY_STOP <= 78
+    assert EXIT_EARLY_STOP < 126 and EXIT_COMPLETE == 0
+    for lo, hi in ((1, 1), (1, 4)):
+        rules = build_job(BODY, _spec(lo, hi), replicas=hi)["spec"]["podFailurePolicy"]["rules"]
+        assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
+        by_code = [r for r in rules if "onExitCodes" in r]
+        assert by_code == [
+            {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [EXIT_EARLY_STOP]}}
+        ]
+        # The API server rejects exit code 0 in an In rule; never ignore a real failure (1).
+        assert 0 not in by_code[0]["onExitCodes"]["values"] and 1 not in by_code[0]["onExitCodes"]["values"]

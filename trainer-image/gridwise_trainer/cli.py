@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
+
+from gridwise.trainer_contract import EXIT_COMPLETE, EXIT_CONFIG_ERROR, EXIT_EARLY_STOP
 
 from .config import ConfigError, SignalType, TrainerConfig, parse_compression, parse_objective
 
@@ -41,17 +40,19 @@ objective JSON (GRIDWISE_OBJECTIVE): {"accuracy": a, "energy": b, "carbon": c}, 
   limit if permitted, fp32 instead of reduced precision, a doubled batch when energy/carbon outweigh
   accuracy), compares energy per sample with the window before and keeps it only if it is cheaper.
 
-signals: SIGTERM/SIGINT finish the current step, write an atomic checkpoint and exit 0.
+signals: SIGTERM/SIGINT finish the current step, write an atomic checkpoint and exit 85 (stopped
+  early: the work is not done; the operator's Job ignores this code and resumes from the checkpoint).
   On start the newest valid checkpoint in --checkpoint-dir is resumed; corrupt ones are set aside.
 elastic (several replicas): with GRIDWISE_NNODES=MIN:MAX (set by the operator for multi-replica jobs)
-  this command execs torchrun (c10d rendezvous at GRIDWISE_RDZV_ENDPOINT, id GRIDWISE_RDZV_ID, pod
+  this command runs torchrun (c10d rendezvous at GRIDWISE_RDZV_ENDPOINT, id GRIDWISE_RDZV_ID, pod
   GRIDWISE_NODE_RANK=0 hosts it; GRIDWISE_RDZV_CONF, GRIDWISE_LOCAL_ADDR, GRIDWISE_MAX_RESTARTS optional)
   with one DDP worker per pod. --batch-size is the global batch at any size, so the learning rate
   never changes with the replica count; ranks stop together and rank 0 checkpoints. A worker stopped
   only because a peer left exits 75 so torchrun re-forms the group from that checkpoint.
 metrics: Prometheus text on http://0.0.0.0:PORT/metrics (gridwise_trainer_*).
 output: checkpoints, model.pt, model-int8.pt (if quantized), carbon-label.{json,md} in --checkpoint-dir.
-exit codes: 0 done or paused cleanly, 2 bad configuration, 75 re-form (elastic), 1 anything else.
+exit codes (docs/trainer-contract.md): 0 training complete, 85 stopped early after a checkpoint
+  (SIGTERM/SIGINT), 2 bad configuration, 75 re-form (elastic worker), 1 anything else.
 """
 
 
@@ -380,33 +381,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from .elastic import LaunchError, exec_torchrun, wants_elastic_launch
+    from .elastic import LaunchError, run_torchrun, wants_elastic_launch
 
     if wants_elastic_launch(os.environ):
         try:
             config_from(argv, {**os.environ, "WORLD_SIZE": "1", "RANK": "0"})  # fail fast, before torchrun
-            exec_torchrun(sys.argv[1:] if argv is None else list(argv), os.environ)
+            return run_torchrun(sys.argv[1:] if argv is None else list(argv), os.environ)
         except (ConfigError, LaunchError) as exc:
             print(f"gridwise-trainer: error: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_CONFIG_ERROR
     try:
         cfg = config_from(argv)
     except ConfigError as exc:
         print(f"gridwise-trainer: error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: finishing the current step, then checkpointing", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     from .elastic import REFORM_EXIT_CODE
     from .job import run_job  # torch is imported only once the configuration is known to be good
+    from .session import StopSignal
 
     try:
-        outcome = run_job(cfg, stop)
+        with StopSignal() as stop:
+            outcome = run_job(cfg, stop.event)
     except ConfigError as exc:
         print(f"gridwise-trainer: error: {exc}", file=sys.stderr)
         return 2
@@ -414,8 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("a peer rank left; exiting %d so torchrun re-forms the group", REFORM_EXIT_CODE)
         return REFORM_EXIT_CODE
     if not outcome.completed:
-        log.info("paused cleanly; rerun with the same --checkpoint-dir to resume")
-    return 0
+        log.info(
+            "paused cleanly; exiting %d (stopped early); rerun with the same --checkpoint-dir to resume",
+            EXIT_EARLY_STOP,
+        )
+        return EXIT_EARLY_STOP
+    return EXIT_COMPLETE
 
 
 if __name__ == "__main__":

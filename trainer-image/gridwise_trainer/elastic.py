@@ -5,7 +5,8 @@ How a multi-replica CarbonAwareJob runs
 The operator runs an Indexed Job (one pod per replica) with a headless Service and sets
 GRIDWISE_NNODES="min:max", GRIDWISE_RDZV_ENDPOINT="<job>-0.<svc>.<ns>.svc:29400", GRIDWISE_RDZV_ID and
 GRIDWISE_NODE_RANK (the pod's completion index). The image's entrypoint stays `gridwise-trainer`: when
-GRIDWISE_NNODES is set and the process is not already a torchrun worker, `cli.main` execs
+GRIDWISE_NNODES is set and the process is not already a torchrun worker, `cli.main` runs (as a child
+it supervises, see `run_torchrun`)
 
     python -m torch.distributed.run --nnodes MIN:MAX --nproc-per-node 1 --rdzv-backend c10d
         --rdzv-endpoint $GRIDWISE_RDZV_ENDPOINT --rdzv-id $GRIDWISE_RDZV_ID
@@ -25,7 +26,11 @@ Re-forming at a new size
   (one tiny all-reduce), so all ranks stop after the same step and rank 0 checkpoints it. A worker
   that stopped only because a peer did exits REFORM_EXIT_CODE; its agent restarts it (one of
   --max-restarts) and the survivors re-form at the smaller size from that checkpoint.
-* Pause: every pod gets SIGTERM: all ranks stop after the same step, rank 0 checkpoints, exit 0.
+* Pause, drain, eviction: every pod gets SIGTERM: all ranks stop after the same step, rank 0
+  checkpoints, the workers exit EXIT_EARLY_STOP (85). torchrun itself ends with an error when it is
+  signalled, so the pod's main process is a small supervisor: it forwards SIGTERM/SIGINT to torchrun
+  and, if a signal came and torchrun did not finish cleanly, exits EXIT_EARLY_STOP; the Job's
+  podFailurePolicy ignores that code, so an early stop is neither a failure nor a completion.
 
 Global batch rule
 -----------------
@@ -40,12 +45,16 @@ sampler position is in global samples, so any size resumes any checkpoint.
 from __future__ import annotations
 
 import logging
-import os
 import re
+import signal
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
+
+from gridwise.trainer_contract import EXIT_EARLY_STOP, EXIT_REFORM
 
 if TYPE_CHECKING:  # torch is imported lazily: the launcher path must stay light
     import torch
@@ -60,7 +69,7 @@ ENV_RDZV_CONF = "GRIDWISE_RDZV_CONF"
 ENV_LOCAL_ADDR = "GRIDWISE_LOCAL_ADDR"
 ENV_MAX_RESTARTS = "GRIDWISE_MAX_RESTARTS"
 DEFAULT_MAX_RESTARTS = 100  # each scale-down spends one; membership changes (scale-ups) spend none
-REFORM_EXIT_CODE = 75  # EX_TEMPFAIL: "a peer left; restart me so the group re-forms"
+REFORM_EXIT_CODE = EXIT_REFORM  # EX_TEMPFAIL: "a peer left; restart me so the group re-forms"
 PROCESS_GROUP_TIMEOUT = timedelta(minutes=5)
 _NNODES = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*)?$")
 
@@ -146,13 +155,53 @@ def torchrun_env(env: Mapping[str, str]) -> dict[str, str]:
     return {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", **env}
 
 
-def exec_torchrun(argv: Sequence[str], env: Mapping[str, str]) -> None:
-    """Replace this process with torchrun (PID 1 in the pod gets the pod's SIGTERM). Never returns."""
+def supervised_exit_code(torchrun_rc: int, signalled: bool) -> int:
+    """The pod's exit code from torchrun's: an early stop must never look like success or a crash.
+
+    torchrun raises (exit 1) when it is signalled, whatever its workers did, so the code alone cannot
+    tell a pause from a failure; the supervisor knows whether it forwarded a signal. 0 after a signal
+    means the workers had already finished: that really is completion.
+    """
+    if signalled and torchrun_rc != 0:
+        return EXIT_EARLY_STOP
+    return torchrun_rc if torchrun_rc >= 0 else 128 - torchrun_rc  # killed by a signal: shell convention
+
+
+def run_torchrun(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """Run torchrun as a child, forward SIGTERM/SIGINT to it, and return the pod's exit code.
+
+    The pod's PID 1 gets the kubelet's SIGTERM; torchrun's agent then stops its workers (they finish
+    the step and rank 0 checkpoints) and the supervisor maps the result with `supervised_exit_code`.
+    """
     cmd = torchrun_argv(argv, env)
-    log.info("elastic job: exec %s", " ".join(cmd))
+    log.info("elastic job: running %s", " ".join(cmd))
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(cmd[0], cmd, torchrun_env(env))
+    signalled: list[int] = []
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        signalled.append(signum)
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        child = subprocess.Popen(cmd, env=torchrun_env(env))
+        if signalled and child.poll() is None:  # a signal that came while the child was starting
+            child.send_signal(signalled[-1])
+        rc = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    code = supervised_exit_code(rc, bool(signalled))
+    if code == EXIT_EARLY_STOP:
+        log.info("stopped early by %s; exiting %d (resume from the checkpoint)", _names(signalled), code)
+    return code
+
+
+def _names(signums: Sequence[int]) -> str:
+    return ",".join(sorted({signal.Signals(s).name for s in signums}))
 
 
 # -- inside a worker ---------------------------------------------------------------------------------

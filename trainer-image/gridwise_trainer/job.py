@@ -21,10 +21,11 @@ from .data import load_digits_dataset
 from .energy import open_meter
 from .intensity import IntensitySource
 from .label import CarbonLabel
-from .loop import Counters, Phase, PhaseResult, Trainer, evaluate
+from .loop import Phase, PhaseResult, Trainer, evaluate
 from .metrics import TrainerMetrics
 from .model import ModelSpec, build_model, count_parameters, default_spec, estimate_flops, serialized_size
 from .model import student_spec as make_student_spec
+from .session import Counters
 
 log = logging.getLogger(__name__)
 

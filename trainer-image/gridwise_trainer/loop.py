@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,21 +33,9 @@ from .energy import EnergyMeter
 from .intensity import IntensitySource
 from .metrics import TrainerMetrics
 from .model import ModelSpec, build_model, count_parameters, spec_of
+from .session import Accountant, Counters, capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Counters:
-    """Work and cost so far, across phases and restarts; checkpointed so nothing is counted twice."""
-
-    steps: int = 0
-    samples: int = 0
-    energy_j: float = 0.0
-    emissions_g: float = 0.0
-    checkpoints: int = 0
-    last_intensity: float | None = None
-    signal_type: str = "average"
 
 
 @dataclass(frozen=True)
@@ -76,37 +62,6 @@ class PhaseResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     precision: str = "float32"
     reform: bool = False  # stopped because another rank asked to: the group should re-form
-
-
-def _rng_state() -> dict[str, Any]:
-    """RNG states as tensors and plain lists, so torch.load(weights_only=True) can read them back."""
-    np_state = cast(tuple[str, Any, int, int, float], np.random.get_state(legacy=True))
-    py_version, py_internal, py_gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached": float(np_state[4]),
-        },
-        "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
-    )
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def evaluate(
@@ -180,16 +135,15 @@ class Trainer:
         # its slice, so a checkpoint written at one size resumes exactly at any other.
         self.sampler = ShardedBatchSampler(len(self.data.x_train), phase.seed)
         self.distributed = cfg.world_size > 1 and elastic.active()
+        self.acct = Accountant(metrics, meter, intensity, counters, cfg.world_size, self.distributed)
         self._net: nn.Module = self.model
         self.reform = False
         self.step = 0
         self._knobs = self.controller.knobs
         self._precision: Precision = "none"
         metrics.set_precision(DTYPE_NAMES["none"])
-        self._w_joules = self._c_joules = 0.0
-        self._w_samples = self._c_samples = 0
-        self._w_time = 0.0
-        self._w_steps = 0
+        self._c_joules = 0.0
+        self._c_samples = 0
         self._c_loss_sum = torch.zeros((), device=device)
         self._c_steps = 0
         if phase.teacher is not None:
@@ -213,7 +167,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.policy.scaler.state_dict(),
-            "rng": _rng_state(),
+            "rng": capture_rng(),
             "sampler": self.sampler.state_dict(),
             "controller": self.controller.state_dict(),
             "counters": asdict(self.counters),
@@ -239,18 +193,10 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.policy.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        restore_rng(state["rng"])
         self.sampler.load_state_dict(state["sampler"])
         self.controller.load_state_dict(state["controller"])
-        saved = Counters(**state["counters"])
-        m = self.metrics
-        gpu, src = self.meter.device_label, self.meter.source
-        m.steps.inc(max(0, saved.steps - self.counters.steps))
-        m.samples.inc(max(0, saved.samples - self.counters.samples))
-        m.energy.labels(gpu=gpu, source=src).inc(max(0.0, saved.energy_j - self.counters.energy_j))
-        m.emissions.inc(max(0.0, saved.emissions_g - self.counters.emissions_g))
-        m.checkpoints.inc(max(0, saved.checkpoints - self.counters.checkpoints))
-        self.counters.__dict__.update(asdict(saved))
+        self.acct.restored(Counters(**state["counters"]))
         self.step = step
         log.info(
             "%s: resumed from %s at step %d (epoch %d, sample %d)",
@@ -302,41 +248,9 @@ class Trainer:
         whole windows, measured from its own start marks.
         """
         self._sync()
-        now = time.perf_counter()
-        joules = self.meter.read_joules()
-        d_j = max(0.0, joules - self._w_joules)
-        if self.distributed:
-            d_j = elastic.all_sum(d_j)  # the job's energy is every rank's; rank 0 reports and saves it
-        d_samples = self.counters.samples - self._w_samples
-        d_t = now - self._w_time
-        reading = self.intensity.read()
-        m = self.metrics
-        gpu, src = self.meter.device_label, self.meter.source
-        self.counters.energy_j += d_j
-        m.steps.inc(self.counters.steps - self._w_steps)
-        m.samples.inc(d_samples)
-        m.energy.labels(gpu=gpu, source=src).inc(d_j)
-        if reading is not None:
-            grams = d_j / 3.6e6 * reading.grams_per_kwh
-            self.counters.emissions_g += grams
-            self.counters.last_intensity = reading.grams_per_kwh
-            self.counters.signal_type = reading.signal_type
-            m.emissions.inc(grams)
-            m.intensity.labels(signal_type=reading.signal_type).set(reading.grams_per_kwh)
-        power = self.meter.power_watts()
-        if power is not None:
-            m.power.labels(gpu=gpu, source=src).set(power)
-        util = self.meter.utilization()
-        if util is not None:
-            m.utilization.labels(gpu=gpu).set(util)
-        if d_t > 0 and d_samples > 0:
-            # Global samples (all ranks) per second at this world size: the planner's scaling curve.
-            m.throughput.labels(world_size=str(self.cfg.world_size)).set(d_samples / d_t)
-        if loss is not None:
-            m.loss.set(float(loss.item()))
-        m.progress.set(min(1.0, self.counters.steps / max(1, self.progress_total)))
-        self._w_joules, self._w_samples, self._w_time = joules, self.counters.samples, now
-        self._w_steps = self.counters.steps
+        joules, reading = self.acct.window(
+            float(loss.item()) if loss is not None else None, self.progress_total
+        )
         if feed:
             mean_loss = float(self._c_loss_sum.item()) / max(1, self._c_steps)
             new = self.controller.end_window(
@@ -427,13 +341,8 @@ class Trainer:
         self._set_precision(self.policy.active(self.step))
         self.metrics.progress.set(min(1.0, self.counters.steps / max(1, self.progress_total)))
         self._sync()
-        self._w_joules, self._w_samples, self._w_time = (
-            self.meter.read_joules(),
-            self.counters.samples,
-            time.perf_counter(),
-        )
-        self._c_joules, self._c_samples = self._w_joules, self._w_samples
-        self._w_steps = self.counters.steps
+        self.acct.mark()
+        self._c_joules, self._c_samples = self.acct.last_joules, self.counters.samples
         window = self.cfg.adapt_window_steps
         x_all, y_all = self.data.x_train, self.data.y_train
         scaler = self.policy.scaler

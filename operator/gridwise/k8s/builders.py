@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gridwise.api import API_VERSION, KIND, KUEUE_QUEUE_LABEL, LABEL_JOB, LABEL_MANAGED_BY, MANAGER, JobSpec
+from gridwise.trainer_contract import EXIT_EARLY_STOP
 
 METRICS_PORT = 9400
 RENDEZVOUS_PORT = 29400
@@ -66,9 +67,12 @@ def build_trainer_env(spec: JobSpec) -> list[dict[str, Any]]:
         {"name": "GRIDWISE_METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "GRIDWISE_SIGNAL_TYPE", "value": str(spec.carbon.get("signalType", "average"))},
         {"name": "GRIDWISE_COMPRESSION", "value": json.dumps(dict(spec.compression), sort_keys=True)},
-        {"name": "GRIDWISE_OBJECTIVE", "value": json.dumps(dict(spec.objective), sort_keys=True)},
         {"name": "GRIDWISE_TOTAL_STEPS", "value": str(spec.total_steps)},
     ]
+    if spec.objective:
+        # Unset means the trainer's default ({"accuracy": 1}); an empty "{}" is an error there (no
+        # positive weight), so a CarbonAwareJob without `objective` must not send one.
+        env.append({"name": "GRIDWISE_OBJECTIVE", "value": json.dumps(dict(spec.objective), sort_keys=True)})
     if is_elastic(spec):
         svc = job_name(spec.name)
         env += [
@@ -151,6 +155,11 @@ def build_job(
             "rules": [
                 # A pod removed by a pause, a scale-down or a node drain is not the trainer failing.
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                # The trainer stopped early on SIGTERM after a checkpoint (docs/trainer-contract.md).
+                # Without this a drained pod that exited 0 would complete the Job at partial progress;
+                # ignored, the pod is replaced without using up backoffLimit and resumes from the
+                # checkpoint. No containerName: every container gets the trainer env, so all are trainers.
+                {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [EXIT_EARLY_STOP]}},
             ]
         },
         "template": build_pod_template(spec),
