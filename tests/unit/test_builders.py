@@ -80,3 +80,20 @@ def test_early_stop_exit_code_is_ignored_and_disruptions_still_are() -> None:
         ]
         # The API server rejects exit code 0 in an In rule; never ignore a real failure (1).
         assert 0 not in by_code[0]["onExitCodes"]["values"] and 1 not in by_code[0]["onExitCodes"]["values"]
+
+
+def test_the_trainer_is_told_the_providers_signal_type() -> None:
+    """WattTime serves marginal intensity only: a job that does not say so still gets "marginal"."""
+    raw = {
+        "replicas": {"min": 1, "max": 1},
+        "work": {"gpuHours": 1, "totalSteps": 10},
+        "completeWithin": "1h",
+        "carbon": {"provider": "watttime", "zone": "CAISO_NORTH"},
+        "template": {"spec": {"containers": [{"name": "t", "image": "i"}]}},
+    }
+    spec = parse_job_spec("j", "ns", raw, datetime(2030, 1, 1, tzinfo=UTC))
+    env = {e["name"]: e.get("value") for e in build_trainer_env(spec)}
+    assert env["GRIDWISE_SIGNAL_TYPE"] == "marginal"
+    assert {e["name"]: e.get("value") for e in build_trainer_env(_spec(1, 1))}[
+        "GRIDWISE_SIGNAL_TYPE"
+    ] == "average"

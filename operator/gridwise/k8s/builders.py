@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gridwise.api import API_VERSION, KIND, KUEUE_QUEUE_LABEL, LABEL_JOB, LABEL_MANAGED_BY, MANAGER, JobSpec
+from gridwise.carbon.registry import signal_type_for
 from gridwise.trainer_contract import EXIT_EARLY_STOP
 
 METRICS_PORT = 9400
@@ -65,7 +66,7 @@ def build_trainer_env(spec: JobSpec) -> list[dict[str, Any]]:
         {"name": "GRIDWISE_JOB_NAME", "value": spec.name},
         {"name": "GRIDWISE_CHECKPOINT_DIR", "value": spec.checkpoint_path},
         {"name": "GRIDWISE_METRICS_PORT", "value": str(METRICS_PORT)},
-        {"name": "GRIDWISE_SIGNAL_TYPE", "value": str(spec.carbon.get("signalType", "average"))},
+        {"name": "GRIDWISE_SIGNAL_TYPE", "value": signal_type_for(spec.carbon)},
         {"name": "GRIDWISE_COMPRESSION", "value": json.dumps(dict(spec.compression), sort_keys=True)},
         {"name": "GRIDWISE_TOTAL_STEPS", "value": str(spec.total_steps)},
     ]

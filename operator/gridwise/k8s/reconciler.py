@@ -36,6 +36,7 @@ from gridwise.api import (
     parse_time,
 )
 from gridwise.carbon import SignalReading
+from gridwise.carbon.registry import signal_type_for
 from gridwise.clock import Clock
 from gridwise.k8s.actuator import ANNOTATION_GENERATION, ANNOTATION_SHAPE, Actuator, shape_of
 from gridwise.k8s.builders import METRICS_PORT, is_elastic, job_name
@@ -180,7 +181,7 @@ def _stale_reading(spec: Mapping[str, Any], reason: str, now: datetime) -> Signa
     return SignalReading(
         zone=str(carbon.get("zone", "")),
         provider=str(carbon.get("provider", "")),
-        signal_type=str(carbon.get("signalType", "average")),
+        signal_type=signal_type_for(carbon),
         current=None,
         forecast=(),
         stale=True,
@@ -459,9 +460,7 @@ class Reconciler:
         remaining = max(0.0, spec.work_gpu_hours * (1 - float(status.get("progress", 0.0))))
         rate = throughput(spec.max_replicas, spec.scaling_efficiency)
         slack = (spec.deadline - now).total_seconds() - remaining / rate * 3600
-        signal_type = (
-            reading.signal_type if reading is not None else str(spec.carbon.get("signalType", "average"))
-        )
+        signal_type = reading.signal_type if reading is not None else signal_type_for(spec.carbon)
         m.jobs.update(
             JobView(
                 namespace=spec.namespace,
