@@ -98,7 +98,8 @@ def test_a_standby_with_a_skewed_clock_does_not_steal_a_live_lease(
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {"name": "gridwise-operator", "namespace": namespace},
-        "spec": {"holderIdentity": "skewed-leader", "leaseDurationSeconds": 6, "leaseTransitions": 0},
+        # 15 s as the chart's default: renewals by kubectl every ~1 s stay far inside it on a busy machine.
+        "spec": {"holderIdentity": "skewed-leader", "leaseDurationSeconds": 15, "leaseTransitions": 0},
     }
 
     def renew(n: int) -> None:  # what the skewed leader does every second
@@ -108,11 +109,12 @@ def test_a_standby_with_a_skewed_clock_does_not_steal_a_live_lease(
 
     renew(0)
     b = operators.start(leader_election=True, identity="replica-b", extra_args=FAST)
-    for n in range(1, 13):  # two lease durations of live renewals
+    began, n = time.monotonic(), 0
+    while time.monotonic() - began < 20:  # longer than a lease duration of live renewals
+        n += 1
         renew(n)
         assert holder(cluster, namespace) == "skewed-leader", b.log_tail()
         assert leader_gauge(b) == 0.0
-        time.sleep(1)
     stopped = time.monotonic()  # the skewed leader dies: now b may take over, after a lease duration
     wait_for("b to lead", lambda: holder(cluster, namespace) == "replica-b", timeout=30, log=b.log_tail)
-    assert time.monotonic() - stopped >= 5
+    assert time.monotonic() - stopped >= 14

@@ -24,7 +24,7 @@ from .conftest import Operators, condition, status
 
 pytestmark = pytest.mark.cluster
 
-SPEED = 1200.0
+SPEED = 600.0
 DIRTY = 500.0
 
 
@@ -98,7 +98,9 @@ def test_provider_down_past_the_ttl_marks_the_signal_stale_and_the_deadline_hold
         work_gpu_hours=1,
         max_replicas=2,
         complete_within="5h",
-        policy={"type": "threshold", "thresholdGramsPerKWh": 200},
+        # Work counts once pods run; at 600x replay the 1-3 s a kwok pod takes to start is 10-30
+        # replayed minutes: the restart cost a user would state for such a job.
+        policy={"type": "threshold", "thresholdGramsPerKWh": 200, "switchingCostMinutes": 30},
         carbon=carbon,
     )
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=manifest)
@@ -109,7 +111,7 @@ def test_provider_down_past_the_ttl_marks_the_signal_stale_and_the_deadline_hold
     )
     fresh = condition(paused, "CarbonSignalStale")
     assert fresh is not None and fresh["status"] == "False", paused.get("conditions")
-    provider.down.set()  # from now on every request fails; the TTL (300 s replayed) passes in 0.25 s
+    provider.down.set()  # from now on every request fails; the TTL (300 s replayed) passes in 0.5 s
 
     def stale_condition() -> dict[str, Any] | None:
         c = condition(status(cluster, namespace, "stale"), "CarbonSignalStale")

@@ -266,7 +266,9 @@ async def _act(shared: _Shared, stop: asyncio.Event, elector: LeaderElector | No
         health.kopf_ready = False
         for t in (*helpers, *([renew] if renew else [])):
             t.cancel()
-        if not op.done():
+        if not op.done():  # only when an error left this function early
+            if not kopf_stop.done():
+                kopf_stop.set_result(None)  # so kopf arms no last-resort SIGKILL on cancellation
             op.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await op
