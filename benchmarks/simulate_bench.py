@@ -138,7 +138,7 @@ def forecast_errors(traces: Path, half: str) -> None:
             guess = np.array(got.values)
             errors["ensemble"].append(np.abs(guess - truth))
             covered.append(truth <= guess + np.array(got.upper_error))
-            old = seasonal.predict(values[max(0, issue - 200 * per_hour) : issue], trace.step, ahead)
+            old = seasonal.predict(list(values[max(0, issue - 200 * per_hour) : issue]), trace.step, ahead)
             errors["seasonal"].append(np.abs(np.array(old) - truth))
             errors["persistence"].append(np.abs(values[issue - 1] - truth))
         cells = []
