@@ -81,6 +81,18 @@ class Watch:
             except OSError:
                 time.sleep(0.2)
 
+    def current_pod(self, timeout: float = 300) -> dict[str, Any]:
+        """The newest Running pod of the Job that has not been deleted."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            events = list(self.events)
+            deleted = {o["metadata"]["name"] for _, k, typ, o in events if k == "Pod" and typ == "DELETED"}
+            for _, kind, typ, obj in reversed(events):
+                if is_running_pod(kind, typ, obj) and obj["metadata"]["name"] not in deleted:
+                    return obj
+            time.sleep(0.05)
+        raise TimeoutError("no running pod")
+
     def first(self, since: float, pred: Any, timeout: float = 180) -> tuple[float, dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -138,8 +150,7 @@ def trial(
     resume: Any,
 ) -> dict[str, float]:
     """One pause and resume; `pause`/`resume` flip the Job (through the operator or kubectl)."""
-    since = time.time() - 3600
-    _, pod = watch.first(since, is_running_pod)
+    pod = watch.current_pod()
     name = pod["metadata"]["name"]
     scraper.ips = {name: pod["status"]["podIP"]}
     deadline = time.monotonic() + 300
