@@ -49,6 +49,10 @@ elastic (several replicas): with GRIDWISE_NNODES=MIN:MAX (set by the operator fo
   with one DDP worker per pod. --batch-size is the global batch at any size, so the learning rate
   never changes with the replica count; ranks stop together and rank 0 checkpoints. A worker stopped
   only because a peer left exits 75 so torchrun re-forms the group from that checkpoint.
+your own model: --model mypkg.models:make (and --dataset mypkg.data:load) import your code from
+  PYTHONPATH, e.g. baked into an image FROM the trainer image (examples/byo-model). Mixed precision
+  and int8 export apply to any model; structured pruning needs an nn.Sequential of Linear/Conv2d;
+  distillation needs a factory taking scale= (the student is built at scale 0.25).
 metrics: Prometheus text on http://0.0.0.0:PORT/metrics (gridwise_trainer_*).
 output: checkpoints, model.pt, model-int8.pt (if quantized), carbon-label.{json,md} in --checkpoint-dir.
 exit codes (docs/trainer-contract.md): 0 training complete, 85 stopped early after a checkpoint
@@ -175,7 +179,22 @@ OPTIONS: tuple[Option, ...] = (
         "CarbonAwareJob name; checkpoints of other jobs are refused",
         "NAME",
     ),
-    Option("--model", "GRIDWISE_MODEL", "cnn", str, "mlp | cnn | wide-cnn (the GPU-sized one)", "NAME"),
+    Option(
+        "--model",
+        "GRIDWISE_MODEL",
+        "cnn",
+        str,
+        "mlp | cnn | wide-cnn (the GPU-sized one) | package.module:factory (your nn.Module)",
+        "NAME",
+    ),
+    Option(
+        "--dataset",
+        "GRIDWISE_DATASET",
+        "digits",
+        str,
+        "digits | package.module:factory returning (x_train, y_train, x_test, y_test) tensors",
+        "NAME",
+    ),
     Option(
         "--batch-size",
         "GRIDWISE_BATCH_SIZE",
@@ -348,6 +367,7 @@ def config_from(argv: Sequence[str] | None, environ: dict[str, str] | None = Non
         signal_type=signal_type,
         job_name=values["job_name"],
         model=values["model"],
+        dataset=values["dataset"],
         batch_size=values["batch_size"],
         min_batch_size=values["min_batch_size"],
         max_batch_size=values["max_batch_size"],

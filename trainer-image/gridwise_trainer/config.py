@@ -163,6 +163,7 @@ class TrainerConfig:
     signal_type: SignalType = "average"
     job_name: str = "local"
     model: str = "cnn"
+    dataset: str = "digits"
     batch_size: int = 64
     min_batch_size: int = 16
     max_batch_size: int = 256
@@ -190,8 +191,12 @@ class TrainerConfig:
         """Reject nonsense early: a job that fails at step 9000 wastes the carbon it was meant to save."""
         if self.total_steps < 1:
             raise ConfigError(f"total steps must be >= 1, got {self.total_steps}")
-        if self.model not in MODELS:
-            raise ConfigError(f"model must be one of {list(MODELS)}, got {self.model!r}")
+        if self.model not in MODELS and ":" not in self.model:
+            raise ConfigError(
+                f"model must be one of {list(MODELS)} or package.module:factory, got {self.model!r}"
+            )
+        if self.dataset != "digits" and ":" not in self.dataset:
+            raise ConfigError(f"dataset must be 'digits' or package.module:factory, got {self.dataset!r}")
         if not 1 <= self.min_batch_size <= self.batch_size <= self.max_batch_size:
             raise ConfigError("batch sizes must satisfy 1 <= min <= batch size <= max")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:

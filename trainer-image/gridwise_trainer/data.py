@@ -44,6 +44,32 @@ def load_digits_dataset(test_fraction: float = 0.25, split_seed: int = 0) -> Dat
     )
 
 
+def load_dataset(name: str) -> Dataset:
+    """`digits` or `package.module:factory` returning a Dataset or (x_train, y_train, x_test, y_test)."""
+    if name == "digits":
+        return load_digits_dataset()
+    from .model import load_factory
+
+    made = load_factory(name, "dataset")()
+    if isinstance(made, Dataset):
+        parts = (made.x_train, made.y_train, made.x_test, made.y_test)
+    elif isinstance(made, tuple | list) and len(made) == 4:
+        parts = tuple(made)
+    else:
+        raise ValueError(
+            f"--dataset {name} returned {type(made).__name__}; expected gridwise_trainer.data.Dataset "
+            "or a 4-tuple of tensors (x_train, y_train, x_test, y_test)"
+        )
+    if not all(isinstance(t, torch.Tensor) for t in parts):
+        raise ValueError(f"--dataset {name}: every part must be a torch.Tensor")
+    x_tr, y_tr, x_te, y_te = parts
+    if len(x_tr) != len(y_tr) or len(x_te) != len(y_te) or len(x_tr) == 0:
+        raise ValueError(f"--dataset {name}: x and y lengths differ or the training split is empty")
+    if y_tr.dtype != torch.int64 or y_te.dtype != torch.int64:
+        raise ValueError(f"--dataset {name}: labels must be int64 class indices (cross-entropy)")
+    return Dataset(x_tr, y_tr, x_te, y_te)
+
+
 class ShardedBatchSampler:
     """Epoch permutations seeded by (seed, epoch) and split by rank, DistributedSampler-style.
 

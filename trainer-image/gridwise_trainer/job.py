@@ -17,13 +17,21 @@ from torch import nn
 from . import elastic
 from .checkpoint import decode
 from .config import ConfigError, TrainerConfig
-from .data import load_digits_dataset
+from .data import load_dataset
 from .energy import open_meter
 from .intensity import IntensitySource
 from .label import CarbonLabel
 from .loop import Phase, PhaseResult, Trainer, evaluate
 from .metrics import TrainerMetrics
-from .model import ModelSpec, build_model, count_parameters, default_spec, estimate_flops, serialized_size
+from .model import (
+    ModelSpec,
+    build_model,
+    count_parameters,
+    default_spec,
+    estimate_flops,
+    require_prunable,
+    serialized_size,
+)
 from .model import student_spec as make_student_spec
 from .session import Counters
 
@@ -74,6 +82,16 @@ def _atomic_save(obj: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _check_compression(cfg: TrainerConfig, base: ModelSpec) -> None:
+    """Refuse, before any training, compression the model cannot take, naming what is unsupported."""
+    if base.kind != "custom":
+        return
+    if cfg.compression.pruning.enabled:
+        require_prunable(build_model(base), base.factory)
+    if cfg.compression.distillation.enabled:
+        make_student_spec(base)
+
+
 def run_job(cfg: TrainerConfig, stop: threading.Event | None = None) -> JobOutcome:
     """Train what the settings ask for; returns early (completed=False) when `stop` is set."""
     cfg.validate()
@@ -84,7 +102,12 @@ def run_job(cfg: TrainerConfig, stop: threading.Event | None = None) -> JobOutco
     torch.manual_seed(cfg.seed)
     if cfg.world_size > 1:
         elastic.init_process_group(device)
-    data = load_digits_dataset()
+    try:
+        data = load_dataset(cfg.dataset)
+        base = default_spec(cfg.model)
+        _check_compression(cfg, base)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     metrics = TrainerMetrics()
     port = None
     if cfg.metrics_port is not None and cfg.rank == 0:
@@ -100,7 +123,6 @@ def run_job(cfg: TrainerConfig, stop: threading.Event | None = None) -> JobOutco
         log.warning("no carbon intensity configured: emissions and the Green Score will be n/a")
     counters = Counters(signal_type=cfg.signal_type)
     comp = cfg.compression
-    base = default_spec(cfg.model)
     try:
         teacher: nn.Module | None = None
         teacher_steps = 0

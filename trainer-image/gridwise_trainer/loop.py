@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from .data import Dataset, ShardedBatchSampler
 from .energy import EnergyMeter
 from .intensity import IntensitySource
 from .metrics import TrainerMetrics
-from .model import ModelSpec, build_model, count_parameters, spec_of
+from .model import CUSTOM, ModelSpec, build_model, count_parameters, require_prunable, spec_of
 from .session import Accountant, Counters, capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class Trainer:
             enabled=cfg.adapt,
         )
         torch.manual_seed(phase.seed)
-        self.model: nn.Sequential = build_model(phase.spec).to(device)
+        self.model: nn.Module = build_model(phase.spec).to(device)
         self.dense_params = count_parameters(self.model)
         self.pruned = False
         self.optimizer = self._make_optimizer()
@@ -175,6 +175,9 @@ class Trainer:
 
     @property
     def spec(self) -> ModelSpec:
+        if self.phase.spec.kind == CUSTOM:
+            return replace(self.phase.spec, pruned=self.phase.prune_amount if self.pruned else 0.0)
+        assert isinstance(self.model, nn.Sequential)
         return spec_of(self.model, self.phase.spec.kind)
 
     def _restore(self) -> None:
@@ -274,7 +277,8 @@ class Trainer:
         if self.prune_at is None or self.pruned or self.step < self.prune_at:
             return
         before = count_parameters(self.model)
-        self.model = prune_structured(self.model, self.phase.prune_amount).to(self.device)
+        seq = require_prunable(self.model, self.phase.spec.factory or self.phase.spec.kind)
+        self.model = prune_structured(seq, self.phase.prune_amount).to(self.device)
         # New parameters mean a new optimizer; momentum restarts, which fine-tuning tolerates.
         self._wrap()
         self.optimizer = self._make_optimizer()

@@ -96,6 +96,12 @@ class StopSignal:
             log.warning("not the main thread: SIGTERM is not handled here; set session.stop yourself")
         return self
 
+    def take_back(self) -> None:
+        """Reinstall our handler over one a framework put in after us (Lightning exits 0 on SIGTERM)."""
+        if self._previous and threading.current_thread() is threading.main_thread():
+            for s in self._previous:
+                signal.signal(s, self._handle)
+
     def __exit__(self, *_exc: object) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
@@ -137,6 +143,42 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- data order ----------------------------------------------------------------------------------------------
+
+
+class ResumableSampler(torch.utils.data.Sampler[int]):
+    """A shuffle that depends only on (seed, epoch), and can skip what a resumed epoch already used.
+
+    For frameworks that restart the epoch's iterator on resume (Lightning): the callback calls
+    `resume(epoch, samples)` from the checkpoint and the next iteration starts at the next unseen sample.
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume(self, epoch: int, samples: int) -> None:
+        if not 0 <= samples <= self.n:
+            raise ValueError(f"cannot skip {samples} samples of an epoch of {self.n}: the data changed")
+        self.epoch, self._skip = epoch, samples
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=gen).tolist()
+        else:
+            order = list(range(self.n))
+        skip, self._skip = self._skip, 0
+        yield from order[skip:]
 
 
 # -- accounting: energy, carbon and the metric contract ------------------------------------------------------
