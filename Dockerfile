@@ -33,19 +33,6 @@ COPY operator/gridwise ./operator/gridwise
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
 
 FROM ${BASE_IMAGE}
-ARG BASE_IMAGE
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="gridwise-operator" \
-      org.opencontainers.image.description="Kubernetes operator that pauses, scales and resumes GPU training Jobs by grid carbon intensity" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/gridwise/gridwise" \
-      org.opencontainers.image.url="https://github.com/gridwise/gridwise" \
-      org.opencontainers.image.documentation="https://github.com/gridwise/gridwise#readme" \
-      org.opencontainers.image.vendor="gridwise" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.base.name="${BASE_IMAGE}"
 ENV PATH=/opt/gridwise/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
@@ -63,6 +50,21 @@ RUN pip install --no-cache-dir --no-deps /tmp/dist/gridwise-*.whl \
     && python -c "import gridwise.cli, gridwise.k8s.runtime, kopf, kubernetes_asyncio" \
     && ! python -c "import torch" 2>/dev/null \
     && test ! -e /opt/gridwise/bin/gridwise-trainer
+# Labels last: a RUN step's cache key includes the ARGs declared before it, and REVISION changes
+# with every commit.
+ARG BASE_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="gridwise-operator" \
+      org.opencontainers.image.description="Kubernetes operator that pauses, scales and resumes GPU training Jobs by grid carbon intensity" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/gridwise/gridwise" \
+      org.opencontainers.image.url="https://github.com/gridwise/gridwise" \
+      org.opencontainers.image.documentation="https://github.com/gridwise/gridwise#readme" \
+      org.opencontainers.image.vendor="gridwise" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
 USER 65532:65532
 WORKDIR /tmp
 EXPOSE 8080
