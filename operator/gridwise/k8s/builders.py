@@ -68,6 +68,8 @@ def build_trainer_env(spec: JobSpec) -> list[dict[str, Any]]:
         {"name": "GRIDWISE_COMPRESSION", "value": json.dumps(dict(spec.compression), sort_keys=True)},
         {"name": "GRIDWISE_OBJECTIVE", "value": json.dumps(dict(spec.objective), sort_keys=True)},
         {"name": "GRIDWISE_TOTAL_STEPS", "value": str(spec.total_steps)},
+        # The trainer's GPU metrics carry Hostname=<node> like dcgm-exporter's, so the two join.
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
     ]
     if is_elastic(spec):
         svc = job_name(spec.name)
