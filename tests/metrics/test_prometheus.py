@@ -33,10 +33,10 @@ from tests.cluster.harness import (
     OperatorProcess,
     caj_manifest,
     get_json,
-    helm_template,
     replay_trace,
     wait_for,
 )
+from tests.metrics.helm import alert_rules as chart_alert_rules
 
 pytestmark = pytest.mark.cluster
 
@@ -46,6 +46,9 @@ DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 INSTALL_HINT = "hack/install-prometheus.sh"
 T0 = REPLAY_START
 OPERATOR_JOB = "gridwise"  # the chart's fullname for release "gridwise": what GridwiseOperatorDown expects
+OPERATOR_NAMESPACE = "gridwise-system"  # the target label a ServiceMonitor in the release namespace adds
+TRAINER_JOB = "gridwise-trainer"  # the PodMonitor's jobLabel (app.kubernetes.io/name)
+NODE_NAME = "gpu-node-7"  # what the downward API gives the trainer (k8s/builders.py)
 
 sys.path.insert(0, str(REPO / "hack"))
 render_dashboard = __import__("render-dashboard")
@@ -102,7 +105,8 @@ def trainer_command(workdir: Path, port: int) -> tuple[list[str], dict[str, str]
         "--checkpoint-every",
         "100000",
     ]
-    return args, {**os.environ, "GRIDWISE_METRICS_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "GRIDWISE_METRICS_PORT": str(port), "PYTHONUNBUFFERED": "1", "NODE_NAME": NODE_NAME}
+    return args, env
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +131,20 @@ def scraped(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [
-                # honor_labels: per-job series carry `job` (the CarbonAwareJob) and `namespace`.
+                # As the chart's ServiceMonitor scrapes: honor_labels keeps the per-job series' own
+                # `namespace` (the CarbonAwareJob's); the others get the operator's namespace.
                 {
                     "job_name": OPERATOR_JOB,
                     "honor_labels": True,
-                    "static_configs": [{"targets": [f"127.0.0.1:{op.http_port}"]}],
+                    "static_configs": [
+                        {
+                            "targets": [f"127.0.0.1:{op.http_port}"],
+                            "labels": {"namespace": OPERATOR_NAMESPACE},
+                        }
+                    ],
                 },
                 {
-                    "job_name": "gridwise-trainer",
+                    "job_name": TRAINER_JOB,
                     "static_configs": [{"targets": [f"127.0.0.1:{trainer_port}"]}],
                 },
             ],
@@ -209,22 +219,19 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    docs = helm_template(CHART, "gridwise", "gridwise-system", {"prometheusRule": {"enabled": True}})
-    rule = next(d for d in docs if d["kind"] == "PrometheusRule")
-    return [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    return chart_alert_rules(release="gridwise", namespace=OPERATOR_NAMESPACE)
 
 
-def test_promtool_accepts_the_chart_rules(tmp_path: Path) -> None:
-    promtool = need("promtool")
-    docs = helm_template(CHART, "gridwise", "gridwise-system", {"prometheusRule": {"enabled": True}})
-    groups = next(d for d in docs if d["kind"] == "PrometheusRule")["spec"]["groups"]
-    path = tmp_path / "rules.yml"
-    path.write_text(yaml.safe_dump({"groups": groups}))
-    proc = subprocess.run(
-        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"SUCCESS: {len(alert_rules())} rules found" in proc.stdout, proc.stdout
+# Series the runtime branch adds to the operator (gridwise_operator_leader); until the operator
+# exports one, the panels and alerts that read it are expected to come back empty, and say why.
+PENDING = {"gridwise_operator_leader": "the operator does not export the leader gauge yet (runtime branch)"}
+
+
+def pending_reason(scraped: Scraped, expr: str) -> str | None:
+    for name, why in PENDING.items():
+        if name in expr and not prom_query(scraped.url, f"count({name})")["data"]["result"]:
+            return why
+    return None
 
 
 @pytest.mark.parametrize(
@@ -236,7 +243,45 @@ def test_every_dashboard_query_returns_data(scraped: Scraped, dashboard: str, pa
     query = render_dashboard.substitute(expr)
     body = prom_query(scraped.url, query)
     assert body["status"] == "success", (query, body)
+    if (why := pending_reason(scraped, expr)) is not None:
+        pytest.xfail(why)
     assert body["data"]["result"], f"panel {panel!r} of {dashboard}: no data for {query}"
+
+
+def test_dashboard_variables_list_the_scraped_jobs_and_instances(scraped: Scraped) -> None:
+    """The $job and $instance variables' queries offer the operator's and the trainer's targets."""
+    dash = json.loads(DASHBOARDS[0].read_text())
+    variables = {v["name"]: v["query"]["query"] for v in dash["templating"]["list"] if v["type"] == "query"}
+    selector = variables["job"].removeprefix("label_values(").rsplit(",", 1)[0]
+    jobs = {r["metric"]["job"] for r in prom_query(scraped.url, selector)["data"]["result"]}
+    assert jobs == {OPERATOR_JOB, TRAINER_JOB}
+    selector = variables["instance"].removeprefix("label_values(").rsplit(",", 1)[0]
+    selector = render_dashboard.substitute(selector)
+    assert len({r["metric"]["instance"] for r in prom_query(scraped.url, selector)["data"]["result"]}) == 2
+
+
+def test_trainer_gpu_series_carry_dcgm_labels(scraped: Scraped) -> None:
+    """Hostname comes from NODE_NAME (the downward API in the pod), so it joins dcgm-exporter's series."""
+    for name in ("gridwise_trainer_gpu_power_watts", "gridwise_trainer_gpu_energy_joules_total"):
+        (series,) = prom_query(scraped.url, name)["data"]["result"]
+        assert series["metric"]["Hostname"] == NODE_NAME, series
+        # On a CPU there is no GPU UUID: the label is empty (absent), never made up.
+        assert "UUID" not in series["metric"] and series["metric"]["source"] in ("rapl", "estimate")
+
+
+def test_operator_exports_build_info_and_process_metrics(scraped: Scraped) -> None:
+    from gridwise import __version__
+
+    (info,) = prom_query(scraped.url, f'gridwise_build_info{{job="{OPERATOR_JOB}"}}')["data"]["result"]
+    assert info["metric"]["version"] == __version__ and info["metric"]["kopf"] != "none"
+    assert info["value"][1] == "1"
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"):
+        assert prom_query(scraped.url, f'{name}{{job="{OPERATOR_JOB}"}}')["data"]["result"], name
+
+
+def test_precision_info_has_one_series_at_one(scraped: Scraped) -> None:
+    result = prom_query(scraped.url, "gridwise_trainer_precision_info")["data"]["result"]
+    assert [r["value"][1] for r in result] == ["1"], result
 
 
 def test_dashboards_use_only_exported_metric_names(scraped: Scraped) -> None:
@@ -255,7 +300,7 @@ def test_every_alert_expression_evaluates(scraped: Scraped, rule: dict[str, Any]
     body = prom_query(scraped.url, rule["expr"])
     assert body["status"] == "success", (rule["alert"], body)
     # Each alert's input series exist (the alert itself should not fire on a healthy run).
-    if rule["alert"] != "GridwiseOperatorDown":
+    if rule["alert"] not in ("GridwiseOperatorDown", "GridwiseOperatorNoLeader"):
         for name in (
             "gridwise_carbon_signal_stale",
             "gridwise_job_deadline_slack_seconds",
