@@ -22,8 +22,8 @@ import yaml
 
 from gridwise.devcluster import Cluster
 from gridwise.k8s.builders import common_labels
-from tests.cluster.harness import OperatorProcess, get_json, helm_binary, wait_for
-from tests.metrics.helm import CHART, KUBE_VERSION, MONITORING_APIS, render, template
+from tests.cluster.harness import OperatorProcess, get_json, helm_binary
+from tests.metrics.helm import CHART, KUBE_VERSION, render, template
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORS = {
@@ -60,7 +60,7 @@ def test_helm_lint_strict_with_every_option() -> None:
         assert "[ERROR]" not in proc.stdout and "[WARNING]" not in proc.stdout, proc.stdout
 
 
-# -- .Capabilities guards ---------------------------------------------------------------------------------
+# -- .Capabilities guards ---------------------------------------------------------------------------
 def test_monitoring_kinds_are_left_out_without_their_crds() -> None:
     """On a cluster without the Prometheus Operator an install with them enabled still succeeds."""
     docs = render(MONITORS, api_versions=())
@@ -130,9 +130,10 @@ def test_pod_monitor_selects_the_trainer_pods_the_operator_builds() -> None:
 
 
 def test_trainer_pods_get_node_name_for_the_hostname_label() -> None:
-    from gridwise.k8s.builders import build_trainer_env
-    from gridwise.api import parse_job_spec
     from datetime import UTC, datetime
+
+    from gridwise.api import parse_job_spec
+    from gridwise.k8s.builders import build_trainer_env
 
     spec = parse_job_spec(
         "j",
@@ -149,7 +150,7 @@ def test_trainer_pods_get_node_name_for_the_hostname_label() -> None:
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
 
 
-# -- schema ---------------------------------------------------------------------------------------------------
+# -- schema -----------------------------------------------------------------------------------------
 def test_schema_refuses_a_service_monitor_without_the_service() -> None:
     proc = template({"serviceMonitor": {"enabled": True}, "service": {"enabled": False}}, check=False)
     assert proc.returncode != 0
@@ -175,7 +176,7 @@ def test_schema_refuses_bad_new_values(values: dict[str, Any], needle: str) -> N
     assert proc.returncode != 0 and needle in proc.stderr, proc.stderr
 
 
-# -- NetworkPolicy ------------------------------------------------------------------------------------------
+# -- NetworkPolicy ----------------------------------------------------------------------------------
 def test_network_policy_is_off_by_default_and_least_open_when_on() -> None:
     assert "NetworkPolicy" not in kinds(render())
     docs = render({"networkPolicy": {"enabled": True}})
@@ -208,7 +209,7 @@ def test_network_policy_is_off_by_default_and_least_open_when_on() -> None:
     )["to"]
 
 
-# -- image tag, helm test -------------------------------------------------------------------------------------
+# -- image tag, helm test ---------------------------------------------------------------------------
 def app_version() -> str:
     return str(yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
 
@@ -237,8 +238,19 @@ def test_helm_test_pod_checks_the_operator_through_its_service() -> None:
 
 def test_chart_notes_say_which_monitoring_kinds_were_left_out() -> None:
     proc = subprocess.run(
-        [helm_binary(), "install", "gw", str(CHART), "--dry-run=client", "--kube-version", KUBE_VERSION]
-        + ["--namespace", "gridwise-system", "--values", "-"],
+        [
+            helm_binary(),
+            "install",
+            "gw",
+            str(CHART),
+            "--dry-run=client",
+            "--kube-version",
+            KUBE_VERSION,
+            "--namespace",
+            "gridwise-system",
+            "--values",
+            "-",
+        ],
         input=yaml.safe_dump(MONITORS),
         capture_output=True,
         text=True,
@@ -272,7 +284,7 @@ def test_helm_test_script_passes_against_a_real_operator_and_fails_without_one(
     assert bad.returncode != 0 and "is not healthy" in bad.stderr, bad.stderr
 
 
-# -- a real install with the Prometheus Operator's kinds present ----------------------------------------------
+# -- a real install with the Prometheus Operator's kinds present ------------------------------------
 def monitoring_crd(kind: str, plural: str) -> dict[str, Any]:
     """A stand-in for the Prometheus Operator's CRD (kind and group only; its schema is not shipped here)."""
     return {
@@ -361,7 +373,7 @@ def test_install_with_monitoring_crds_and_network_policy(cluster: Cluster, names
         cluster.kubectl("delete", "-f", "-", "--wait=false", input=manifest, check=False)
 
 
-# -- CRD upgrades ---------------------------------------------------------------------------------------------
+# -- CRD upgrades -----------------------------------------------------------------------------------
 RELEASED_CRD = Path(__file__).parent / "data" / "carbonawarejobs-0.1.0.yaml"
 CURRENT_CRD = REPO / "crds" / "gridwise.dev_carbonawarejobs.yaml"
 
@@ -428,7 +440,7 @@ def test_released_crd_is_the_0_1_0_crd() -> None:
     assert [v["name"] for v in released["spec"]["versions"]] == ["v1alpha1"]
 
 
-# -- chart README ----------------------------------------------------------------------------------------------
+# -- chart README -----------------------------------------------------------------------------------
 def helm_docs() -> str:
     found = shutil.which("helm-docs") or str(Path.home() / ".cache/gridwise/lint-tools/bin/helm-docs")
     if not Path(found).is_file():

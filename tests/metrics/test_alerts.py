@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (promtool test data: one series or annotation per line reads best)
 """The chart's alerts: promtool validates them, `promtool test rules` fires each one on the series that
 should raise it (with its namespace label and runbook link) and keeps it quiet on healthy ones, and the
 trainer's GPU series join dcgm-exporter's on (UUID, Hostname).
