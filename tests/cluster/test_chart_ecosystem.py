@@ -236,18 +236,21 @@ def test_helm_test_pod_checks_the_operator_through_its_service() -> None:
     assert "Pod" not in kinds(render({"service": {"enabled": False}}))
 
 
-def test_chart_notes_say_which_monitoring_kinds_were_left_out() -> None:
+@pytest.mark.cluster
+def test_real_api_server_without_monitoring_crds_installs_and_notes_say_what_was_left_out(
+    cluster: Cluster, namespace: str
+) -> None:
+    """.Capabilities from a real API server (no Prometheus Operator): the install goes on, NOTES explain."""
     proc = subprocess.run(
         [
             helm_binary(),
             "install",
-            "gw",
+            f"gw-{namespace}",
             str(CHART),
-            "--dry-run=client",
-            "--kube-version",
-            KUBE_VERSION,
+            "--dry-run=server",
+            "--skip-crds",
             "--namespace",
-            "gridwise-system",
+            namespace,
             "--values",
             "-",
         ],
@@ -255,11 +258,14 @@ def test_chart_notes_say_which_monitoring_kinds_were_left_out() -> None:
         capture_output=True,
         text=True,
         check=False,
+        env=cluster.env(),
     )
     assert proc.returncode == 0, proc.stderr
-    notes = proc.stdout.split("NOTES:", 1)[1]
+    manifest, notes = proc.stdout.split("NOTES:", 1)
+    assert "kind: ServiceMonitor" not in manifest and "kind: PrometheusRule" not in manifest
     for kind in KINDS.values():
         assert f"{kind}: left out" in notes, notes
+    assert "kubectl apply --server-side" in notes
 
 
 @pytest.mark.cluster
