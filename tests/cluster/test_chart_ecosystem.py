@@ -382,6 +382,7 @@ def test_install_with_monitoring_crds_and_network_policy(cluster: Cluster, names
 # -- CRD upgrades -----------------------------------------------------------------------------------
 RELEASED_CRD = Path(__file__).parent / "data" / "carbonawarejobs-0.1.0.yaml"
 CURRENT_CRD = REPO / "crds" / "gridwise.dev_carbonawarejobs.yaml"
+RELEASED_EXAMPLE = Path(__file__).parent / "data" / "digits-forecast-0.1.0.yaml"
 
 
 def regroup(text: str, group: str) -> str:
@@ -401,21 +402,10 @@ def test_crd_upgrade_applies_over_the_released_crd(cluster: Cluster, namespace: 
         # helm install created the old CRD with its own field manager.
         cluster.kubectl("apply", "--server-side", "--field-manager=helm", "-f", str(old))
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", crd)
-        obj = yaml.safe_load(
-            json.dumps(
-                {
-                    "apiVersion": f"{group}/v1alpha1",
-                    "kind": "CarbonAwareJob",
-                    "metadata": {"name": "survivor"},
-                    "spec": {
-                        "replicas": {"min": 1, "max": 2},
-                        "work": {"gpuHours": 1},
-                        "completeWithin": "2h",
-                        "template": {"spec": {"containers": [{"name": "t", "image": "trainer:1"}]}},
-                    },
-                }
-            )
-        )
+        # A user's object stored under 0.1.0: the shipped example, as it was then.
+        obj = yaml.safe_load(RELEASED_EXAMPLE.read_text())
+        obj["apiVersion"] = f"{group}/v1alpha1"
+        obj["metadata"]["name"] = "survivor"
         cluster.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(obj))
         up = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(new))
         assert "serverside-applied" in up.stdout, up.stdout + up.stderr
@@ -430,7 +420,7 @@ def test_crd_upgrade_applies_over_the_released_crd(cluster: Cluster, namespace: 
                 "-n", namespace, "get", f"carbonawarejobs.{group}", "survivor", "-o", "json"
             ).stdout
         )
-        assert got["spec"]["work"]["gpuHours"] == 1
+        assert got["spec"]["work"] == obj["spec"]["work"]
         cluster.kubectl("-n", namespace, "annotate", f"carbonawarejobs.{group}", "survivor", "touched=1")
         # Applying it again changes nothing: the upgrade step is safe to rerun.
         again = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(new))
