@@ -203,7 +203,10 @@ def test_network_policy_is_off_by_default_and_least_open_when_on() -> None:
         ),
         "NetworkPolicy",
     )["spec"]
-    assert narrowed["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    test_pod = next(d for d in render() if d["kind"] == "Pod")["metadata"]["labels"]
+    (monitoring, helm_test) = narrowed["ingress"][0]["from"]
+    assert monitoring == {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    assert helm_test["podSelector"]["matchLabels"].items() <= test_pod.items()  # helm test still gets in
     assert {"ipBlock": {"cidr": "10.0.0.1/32"}} in next(
         r for r in narrowed["egress"] if r["ports"][0]["port"] == 443
     )["to"]
@@ -233,6 +236,9 @@ def test_helm_test_pod_checks_the_operator_through_its_service() -> None:
     assert c["image"] == dep_image  # no second image to pull
     assert c["args"][-1] == "http://gridwise.gridwise-system.svc:8080"
     assert c["securityContext"]["readOnlyRootFilesystem"] is True and pod["spec"]["restartPolicy"] == "Never"
+    # The Service must not select the test pod as an endpoint.
+    svc = one(docs, "Service")["spec"]["selector"]
+    assert not svc.items() <= pod["metadata"]["labels"].items()
     assert "Pod" not in kinds(render({"service": {"enabled": False}}))
 
 
