@@ -24,7 +24,15 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # Grafana variables -> values a bare Prometheus understands (every zone/namespace, a 1m rate window).
-DEFAULT_VARS = {"$__rate_interval": "1m", "$namespace": ".*", "$zone": ".*", "${datasource}": ""}
+DEFAULT_VARS = {
+    "$__rate_interval": "1m",
+    "$__range": "10m",
+    "$job": ".+",
+    "$instance": ".+",
+    "$namespace": ".*",
+    "$zone": ".*",
+    "${datasource}": "",
+}
 
 
 # Grafana's unit ids, as a person reads them.
@@ -35,6 +43,9 @@ GRAFANA_UNITS = {
     "percentunit": "ratio",
     "s": "s",
     "joule": "J",
+    "bytes": "bytes",
+    "reqps": "/s",
+    "bool_yes_no": "0/1",
 }
 
 
@@ -94,7 +105,7 @@ def render(dashboard_path: Path, prometheus: str, start: float, end: float, out:
                 drawn += 1
         with_data += drawn > 0
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
-        unit = GRAFANA_UNITS.get(unit, unit)
+        unit = unit.split(":", 1)[1] if unit.startswith("suffix:") else GRAFANA_UNITS.get(unit, unit)
         ax.set_title(f"{panel['title']}" + (f" [{unit}]" if unit and unit != "short" else ""), fontsize=10)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%H:%M:%S"))

@@ -24,5 +24,6 @@ ruff check operator trainer-image tests benchmarks hack
 ruff format --check operator trainer-image tests benchmarks hack
 step "mypy --strict"
 mypy
+step "ecosystem linters" && hack/lint.sh
 step "pytest"
 python -m pytest -p no:cacheprovider "$@"

@@ -7,16 +7,39 @@ without the operator keeping a second copy of state that could drift from status
 
 from __future__ import annotations
 
+import platform
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gridwise import __version__
 from gridwise.api import PHASES
 from gridwise.decide import KINDS, REASONS
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def build_labels() -> dict[str, str]:
+    """What `gridwise_build_info` says is running: a version skew between replicas shows as two series."""
+    return {"version": __version__, "python": platform.python_version(), "kopf": _dist_version("kopf")}
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,18 @@ class OperatorMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_* (CPU, RSS, open fds, start time), python_info and python_gc_*, as on the default registry.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        labels = build_labels()
+        self.build_info = Gauge(
+            "gridwise_build_info",
+            "Always 1; labels say which gridwise, Python and kopf this operator runs.",
+            list(labels),
+            registry=self.registry,
+        )
+        self.build_info.labels(**labels).set(1)
         self.intensity = Gauge(
             "gridwise_carbon_intensity_grams_per_kwh",
             "Current grid carbon intensity the operator plans with.",

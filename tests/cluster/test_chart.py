@@ -245,7 +245,9 @@ def test_single_replica_gets_no_pdb_and_anti_affinity_can_be_changed() -> None:
 
 
 def test_prometheus_rule_has_the_alerts() -> None:
-    docs = helm_template(CHART, "gw", "gridwise-system", ALL_ON)
+    from tests.metrics.helm import render  # as on a cluster with the Prometheus Operator's CRDs
+
+    docs = render(ALL_ON, release="gw")
     rules = one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]
     exprs = {r["alert"]: r for r in rules}
     assert "gridwise_carbon_signal_stale" in exprs["GridwiseCarbonSignalStale"]["expr"]
@@ -254,7 +256,7 @@ def test_prometheus_rule_has_the_alerts() -> None:
     assert "gridwise_job_deadline_slack_seconds" in exprs["GridwiseJobDeadlineAtRisk"]["expr"]
     assert "gridwise_reconcile_errors_total" in exprs["GridwiseReconcileErrors"]["expr"]
     assert one(docs, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"] is True
-    assert one(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["honorLabels"] is True
+    assert one(docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"  # the trainers
 
 
 def test_dashboard_configmap_carries_the_dashboards() -> None:

@@ -14,9 +14,10 @@ from .conftest import make_config, make_trainer
 
 EXPECTED = {
     # family name as parsed -> (type, label names)
-    "gridwise_trainer_gpu_energy_joules": ("counter", {"gpu", "source"}),
-    "gridwise_trainer_gpu_power_watts": ("gauge", {"gpu", "source"}),
-    "gridwise_trainer_gpu_utilization_ratio": ("gauge", {"gpu"}),
+    # UUID and Hostname: dcgm-exporter's labels, so GPU series join with DCGM and Kepler.
+    "gridwise_trainer_gpu_energy_joules": ("counter", {"gpu", "source", "UUID", "Hostname"}),
+    "gridwise_trainer_gpu_power_watts": ("gauge", {"gpu", "source", "UUID", "Hostname"}),
+    "gridwise_trainer_gpu_utilization_ratio": ("gauge", {"gpu", "UUID", "Hostname"}),
     "gridwise_trainer_steps": ("counter", set()),
     "gridwise_trainer_samples": ("counter", set()),
     "gridwise_trainer_loss": ("gauge", set()),
@@ -69,7 +70,8 @@ def test_metrics_over_http(tmp_path: Path, digits: Dataset) -> None:
     assert 0 < value("gridwise_trainer_gpu_power_watts", gpu="cpu", source="estimate") <= 85.0
     assert 0 <= value("gridwise_trainer_gpu_utilization_ratio", gpu="cpu") <= 1
     assert value("gridwise_trainer_precision_info", dtype="float32") == 1
-    assert value("gridwise_trainer_precision_info", dtype="bfloat16") == 0
+    # An info metric: one series, value 1; the dtypes not in use are absent, not 0.
+    assert [s.labels["dtype"] for s in families["gridwise_trainer_precision_info"].samples] == ["float32"]
     assert value("gridwise_trainer_accuracy_ratio") == res.accuracy
     assert value("gridwise_trainer_checkpoints_total") == 2
     assert value("gridwise_trainer_checkpoint_seconds_count") == 2

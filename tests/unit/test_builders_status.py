@@ -66,7 +66,7 @@ def test_job_starts_suspended_with_owner_and_trainer_env() -> None:
     assert job["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["terminationGracePeriodSeconds"] == 120
-    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}  # NODE_NAME: valueFrom
     assert env["X"] == "1", "the user's env is kept"
     assert env["GRIDWISE_TOTAL_STEPS"] == "5000" and env["GRIDWISE_METRICS_PORT"] == "9400"
     assert job["spec"]["podFailurePolicy"]["rules"][0]["onPodConditions"] == [{"type": "DisruptionTarget"}]

@@ -33,6 +33,8 @@ class EnergyMeter:
 
     source = "estimate"
     device_label = "cpu"
+    # dcgm-exporter's UUID label (NVML's GPU-... id); empty where no GPU is measured.
+    uuid = ""
 
     def read_joules(self) -> float:
         raise NotImplementedError
@@ -100,7 +102,12 @@ class NvmlMeter(EnergyMeter):
         except pynvml.NVMLError as exc:
             pynvml.nvmlShutdown()
             raise MeterUnavailable(f"NVML cannot open GPU {uuid or index}: {exc}") from None
-        self.device_label = str(index)
+        self.device_label, self.uuid = str(index), uuid or ""
+        # The same GPU as dcgm-exporter names it (UUID) and numbers it (NVML index, whatever CUDA calls it).
+        with contextlib.suppress(pynvml.NVMLError):
+            self.uuid = _text(pynvml.nvmlDeviceGetUUID(self.handle))
+        with contextlib.suppress(pynvml.NVMLError):
+            self.device_label = str(pynvml.nvmlDeviceGetIndex(self.handle))
         self._clock = clock
         self._lock = threading.Lock()
         try:
@@ -288,6 +295,11 @@ class EstimateMeter(EnergyMeter):
 
     def utilization(self) -> float | None:
         return self._load
+
+
+def node_name() -> str:
+    """dcgm-exporter's Hostname label: the node (NODE_NAME, from the downward API), else this host."""
+    return os.environ.get("NODE_NAME") or platform.node()
 
 
 def cuda_uuid() -> str | None:

@@ -116,6 +116,7 @@ def run_job(cfg: TrainerConfig, stop: threading.Event | None = None) -> JobOutco
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on port {cfg.metrics_port}: {exc}") from None
     meter = open_meter(device.type, cfg.cpu_tdp_watts)
+    metrics.set_device(meter.uuid)
     intensity = IntensitySource(
         cfg.carbon_intensity, cfg.carbon_url, cfg.carbon_file, cfg.signal_type, cfg.carbon_poll_seconds
     )

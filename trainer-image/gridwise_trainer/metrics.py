@@ -7,9 +7,23 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .compression.precision import DTYPE_NAMES
+from .energy import node_name
 
 log = logging.getLogger(__name__)
+
+# dcgm-exporter's label names, so `on (UUID, Hostname)` joins our series with
+# DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION (and Kepler's node series by Hostname).
+DEVICE_LABELS = ("UUID", "Hostname")
+
+
+class _DeviceMetric:
+    """A GPU metric whose device labels come from the meter in use, so callers keep passing gpu/source."""
+
+    def __init__(self, metric: Any, device: dict[str, str]) -> None:
+        self._metric, self._device = metric, device
+
+    def labels(self, **labels: str) -> Any:
+        return self._metric.labels(**labels, **self._device)
 
 
 class TrainerMetrics:
@@ -17,17 +31,33 @@ class TrainerMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.energy = Counter(
-            "gridwise_trainer_gpu_energy_joules",
-            "Energy used by this job's accelerator (or CPU fallback), J.",
-            ["gpu", "source"],
-            registry=r,
+        self._device = {"UUID": "", "Hostname": node_name()}
+        self.energy = _DeviceMetric(
+            Counter(
+                "gridwise_trainer_gpu_energy_joules",
+                "Energy used by this job's accelerator (or CPU fallback), J.",
+                ["gpu", "source", *DEVICE_LABELS],
+                registry=r,
+            ),
+            self._device,
         )
-        self.power = Gauge(
-            "gridwise_trainer_gpu_power_watts", "Latest power draw, W.", ["gpu", "source"], registry=r
+        self.power = _DeviceMetric(
+            Gauge(
+                "gridwise_trainer_gpu_power_watts",
+                "Latest power draw, W.",
+                ["gpu", "source", *DEVICE_LABELS],
+                registry=r,
+            ),
+            self._device,
         )
-        self.utilization = Gauge(
-            "gridwise_trainer_gpu_utilization_ratio", "Device utilisation, 0..1.", ["gpu"], registry=r
+        self.utilization = _DeviceMetric(
+            Gauge(
+                "gridwise_trainer_gpu_utilization_ratio",
+                "Device utilisation, 0..1.",
+                ["gpu", *DEVICE_LABELS],
+                registry=r,
+            ),
+            self._device,
         )
         self.steps = Counter("gridwise_trainer_steps", "Optimizer steps taken.", registry=r)
         self.samples = Counter("gridwise_trainer_samples", "Training samples processed.", registry=r)
@@ -55,7 +85,10 @@ class TrainerMetrics:
             registry=r,
         )
         self.precision = Gauge(
-            "gridwise_trainer_precision_info", "1 for the compute dtype in use.", ["dtype"], registry=r
+            "gridwise_trainer_precision_info",
+            "Always 1; the dtype label names the compute dtype in use (one series).",
+            ["dtype"],
+            registry=r,
         )
         self.throughput = Gauge(
             "gridwise_trainer_throughput_samples_per_second",
@@ -76,12 +109,17 @@ class TrainerMetrics:
             ["knob", "outcome"],
             registry=r,
         )
-        for name in DTYPE_NAMES.values():
-            self.precision.labels(dtype=name).set(0)
+
+    def set_device(self, uuid: str, hostname: str | None = None) -> None:
+        """Name the measured GPU as dcgm-exporter does; call before the first sample is recorded."""
+        self._device["UUID"] = uuid
+        if hostname is not None:
+            self._device["Hostname"] = hostname
 
     def set_precision(self, dtype: str) -> None:
-        for name in DTYPE_NAMES.values():
-            self.precision.labels(dtype=name).set(1 if name == dtype else 0)
+        """An info metric has one series at 1: the old dtype's series goes, it does not drop to 0."""
+        self.precision.clear()
+        self.precision.labels(dtype=dtype).set(1)
 
     def restore(self, counters: dict[str, Any], gpu: str, source: str) -> None:
         """Continue counters from a checkpoint: a resumed pod must not report a counter reset as work."""

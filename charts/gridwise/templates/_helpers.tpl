@@ -48,3 +48,28 @@ app.kubernetes.io/component: operator
 {{- define "gridwise.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+Whether to render a Prometheus Operator resource: (list $ "ServiceMonitor" .Values.serviceMonitor "serviceMonitor").
+Enabled and the cluster serves monitoring.coreos.com/v1/<kind>: "true". Enabled without that API: nothing
+(NOTES say it was left out), or, with `required: true`, a failed install that names the missing CRD.
+*/}}
+{{- define "gridwise.monitoringEnabled" -}}
+{{- $root := index . 0 -}}
+{{- $kind := index . 1 -}}
+{{- $cfg := index . 2 -}}
+{{- $key := index . 3 -}}
+{{- if $cfg.enabled -}}
+{{- if $root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" $kind) -}}
+true
+{{- else if $cfg.required -}}
+{{- fail (printf "%s.enabled and %s.required are set, but this cluster has no monitoring.coreos.com/v1 %s: install the Prometheus Operator CRDs (e.g. kube-prometheus-stack) first, set %s.required=false to install without it, or with `helm template` pass --api-versions monitoring.coreos.com/v1/%s" $key $key $kind $key $kind) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* Labels the operator's builders put on every trainer pod (gridwise/k8s/builders.py common_labels). */}}
+{{- define "gridwise.trainerSelectorLabels" -}}
+app.kubernetes.io/managed-by: gridwise
+app.kubernetes.io/name: gridwise-trainer
+{{- end }}

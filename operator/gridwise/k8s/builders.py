@@ -69,6 +69,8 @@ def build_trainer_env(spec: JobSpec) -> list[dict[str, Any]]:
         {"name": "GRIDWISE_SIGNAL_TYPE", "value": signal_type_for(spec.carbon)},
         {"name": "GRIDWISE_COMPRESSION", "value": json.dumps(dict(spec.compression), sort_keys=True)},
         {"name": "GRIDWISE_TOTAL_STEPS", "value": str(spec.total_steps)},
+        # The trainer's GPU metrics carry Hostname=<node> like dcgm-exporter's, so the two join.
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
     ]
     if spec.objective:
         # Unset means the trainer's default ({"accuracy": 1}); an empty "{}" is an error there (no
