@@ -88,32 +88,48 @@ def jobs_state(cp: LocalControlPlane, namespace: str = "bench") -> dict[str, tup
 
 
 class JobWatch:
-    """`kubectl get jobs -w` in the background: sees each change once, without re-listing 500 Jobs."""
+    """`kubectl get jobs -w` in the background: sees each change once, without re-listing 1,000 Jobs.
+
+    The API server ends a watch after a while (and sends an ERROR event for an expired one); the
+    watch is then started again, whose initial listing catches anything that changed meanwhile.
+    """
 
     def __init__(self, cp: LocalControlPlane, namespace: str = "bench") -> None:
         self.first_done: dict[str, float] = {}
         self.armed = False
-        self._proc = subprocess.Popen(
-            [cp.tool("kubectl"), "--kubeconfig", str(cp.kubeconfig), "-n", namespace, "get", "jobs", "-w",
-             "--output-watch-events", "-o", "json"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        self._thread = threading.Thread(target=self._read, daemon=True)
+        self.restarts = 0
+        self._closed = False
+        self._args = [
+            cp.tool("kubectl"), "--kubeconfig", str(cp.kubeconfig), "-n", namespace, "get", "jobs", "-w",
+            "--output-watch-events", "-o", "json",
+        ]  # fmt: skip
+        self._proc: subprocess.Popen[str] | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
+    def _run(self) -> None:
+        while not self._closed:
+            self._proc = subprocess.Popen(self._args, stdout=subprocess.PIPE, text=True)
+            self._read(self._proc)
+            self._proc.wait()
+            if not self._closed:
+                self.restarts += 1
+                log(f"job watch ended; restarting it ({self.restarts})")
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
         decoder = json.JSONDecoder()
         buf = ""
-        for line in self._proc.stdout:
+        for line in proc.stdout:
             buf += line
             try:
                 event, end = decoder.raw_decode(buf.lstrip())
             except json.JSONDecodeError:
                 continue
             buf = buf.lstrip()[end:]
-            job = event["object"]
+            job = event.get("object") or {}
+            if event.get("type") not in ("ADDED", "MODIFIED") or "spec" not in job:
+                continue  # ERROR (e.g. an expired watch) or BOOKMARK events carry no Job
             suspended = bool(job["spec"].get("suspend"))
             active = int((job.get("status") or {}).get("active") or 0)
             name = job["metadata"]["name"]
@@ -121,8 +137,10 @@ class JobWatch:
                 self.first_done[name] = time.time()
 
     def close(self) -> None:
-        self._proc.terminate()
-        self._proc.wait(10)
+        self._closed = True
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
 
 
 def rss_kib(pid: int, field: str) -> int:
