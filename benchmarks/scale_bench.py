@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -271,6 +272,22 @@ def measure_floor(cp: LocalControlPlane, jobs: int, timeout: float) -> dict[str,
     }
 
 
+def wait_ready(port: int, op: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+    """Until the operator answers /readyz: RSS before that is an operator still importing."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if op.poll() is not None:
+            raise SystemExit(f"operator exited with {op.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"operator not ready after {timeout:.0f}s")
+
+
 def log(msg: str) -> None:
     print(f"[scale-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -322,12 +339,13 @@ def main() -> int:
         start = CHANGE - timedelta(seconds=lead)
         change_wall = anchor + lead
         op_log = (work / "operator.log").open("wb")
+        http_port = free_port()
         op = subprocess.Popen(
             [
                 sys.executable, "-m", "gridwise.cli", "operator", "run",
                 "--kubeconfig", str(cp.operator_kubeconfig()),
                 "--namespace", "bench", "--no-leader-election",
-                "--http-host", "127.0.0.1", "--http-port", str(free_port()),
+                "--http-host", "127.0.0.1", "--http-port", str(http_port),
                 "--tick-seconds", str(args.tick_seconds),
                 "--clock", "replay", "--clock-start", start.isoformat(), "--clock-speed", "1",
                 "--clock-anchor", str(anchor), "--signal-ttl-seconds", "5", "--log-level", "WARNING",
@@ -335,7 +353,8 @@ def main() -> int:
             stdout=op_log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        time.sleep(6)
+        wait_ready(http_port, op)
+        time.sleep(3 * args.tick_seconds)  # idle: imported, watching, a few safety-net passes
         idle_rss = rss_kib(op.pid, "VmRSS")
         log(f"operator idle RSS {idle_rss / 1024:.1f} MiB; adding jobs in steps {steps}")
         rss_at: dict[str, float] = {}
