@@ -332,8 +332,8 @@ def main() -> int:
         while cp.kubectl("-n", "bench", "get", "sa", "default", check=False).returncode:
             time.sleep(0.2)
         # The replay clock runs at wall speed; its start leaves time for every job to start (about
-        # 0.9 s per job on this machine) plus the steady window before the grid turns dirty.
-        settle_budget = max(300.0, args.jobs * 0.9)
+        # 1.5 s per job on this machine when it is busy) plus the steady window before the change.
+        settle_budget = max(600.0, args.jobs * 1.5)
         lead = settle_budget + args.steady_seconds
         anchor = time.time() + 5
         start = CHANGE - timedelta(seconds=lead)
