@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,32 +90,48 @@ def jobs_state(cp: LocalControlPlane, namespace: str = "bench") -> dict[str, tup
 
 
 class JobWatch:
-    """`kubectl get jobs -w` in the background: sees each change once, without re-listing 500 Jobs."""
+    """`kubectl get jobs -w` in the background: sees each change once, without re-listing 1,000 Jobs.
+
+    The API server ends a watch after a while (and sends an ERROR event for an expired one); the
+    watch is then started again, whose initial listing catches anything that changed meanwhile.
+    """
 
     def __init__(self, cp: LocalControlPlane, namespace: str = "bench") -> None:
         self.first_done: dict[str, float] = {}
         self.armed = False
-        self._proc = subprocess.Popen(
-            [cp.tool("kubectl"), "--kubeconfig", str(cp.kubeconfig), "-n", namespace, "get", "jobs", "-w",
-             "--output-watch-events", "-o", "json"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        self._thread = threading.Thread(target=self._read, daemon=True)
+        self.restarts = 0
+        self._closed = False
+        self._args = [
+            cp.tool("kubectl"), "--kubeconfig", str(cp.kubeconfig), "-n", namespace, "get", "jobs", "-w",
+            "--output-watch-events", "-o", "json",
+        ]  # fmt: skip
+        self._proc: subprocess.Popen[str] | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
+    def _run(self) -> None:
+        while not self._closed:
+            self._proc = subprocess.Popen(self._args, stdout=subprocess.PIPE, text=True)
+            self._read(self._proc)
+            self._proc.wait()
+            if not self._closed:
+                self.restarts += 1
+                log(f"job watch ended; restarting it ({self.restarts})")
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
         decoder = json.JSONDecoder()
         buf = ""
-        for line in self._proc.stdout:
+        for line in proc.stdout:
             buf += line
             try:
                 event, end = decoder.raw_decode(buf.lstrip())
             except json.JSONDecodeError:
                 continue
             buf = buf.lstrip()[end:]
-            job = event["object"]
+            job = event.get("object") or {}
+            if event.get("type") not in ("ADDED", "MODIFIED") or "spec" not in job:
+                continue  # ERROR (e.g. an expired watch) or BOOKMARK events carry no Job
             suspended = bool(job["spec"].get("suspend"))
             active = int((job.get("status") or {}).get("active") or 0)
             name = job["metadata"]["name"]
@@ -122,8 +139,10 @@ class JobWatch:
                 self.first_done[name] = time.time()
 
     def close(self) -> None:
-        self._proc.terminate()
-        self._proc.wait(10)
+        self._closed = True
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
 
 
 def rss_kib(pid: int, field: str) -> int:
@@ -254,6 +273,22 @@ def measure_floor(cp: LocalControlPlane, jobs: int, timeout: float) -> dict[str,
     }
 
 
+def wait_ready(port: int, op: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+    """Until the operator answers /readyz: RSS before that is an operator still importing."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if op.poll() is not None:
+            raise SystemExit(f"operator exited with {op.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"operator not ready after {timeout:.0f}s")
+
+
 def log(msg: str) -> None:
     print(f"[scale-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -298,19 +333,20 @@ def main() -> int:
         while cp.kubectl("-n", "bench", "get", "sa", "default", check=False).returncode:
             time.sleep(0.2)
         # The replay clock runs at wall speed; its start leaves time for every job to start (about
-        # 0.9 s per job on this machine) plus the steady window before the grid turns dirty.
-        settle_budget = max(300.0, args.jobs * 0.9)
+        # 1.5 s per job on this machine when it is busy) plus the steady window before the change.
+        settle_budget = max(600.0, args.jobs * 1.5)
         lead = settle_budget + args.steady_seconds
         anchor = time.time() + 5
         start = CHANGE - timedelta(seconds=lead)
         change_wall = anchor + lead
         op_log = (work / "operator.log").open("wb")
+        http_port = free_port()
         op = subprocess.Popen(
             [
                 sys.executable, "-m", "gridwise.cli", "operator", "run",
                 "--kubeconfig", str(cp.operator_kubeconfig()),
                 "--namespace", "bench", "--no-leader-election",
-                "--http-host", "127.0.0.1", "--http-port", str(free_port()),
+                "--http-host", "127.0.0.1", "--http-port", str(http_port),
                 "--tick-seconds", str(args.tick_seconds),
                 "--clock", "replay", "--clock-start", start.isoformat(), "--clock-speed", "1",
                 "--clock-anchor", str(anchor), "--signal-ttl-seconds", "5", "--log-level", "WARNING",
@@ -319,7 +355,8 @@ def main() -> int:
             stderr=subprocess.STDOUT,
             env={**os.environ, "GRIDWISE_TRACE_DIRS": str(work)},  # where the bench's trace lives
         )  # fmt: skip
-        time.sleep(6)
+        wait_ready(http_port, op)
+        time.sleep(3 * args.tick_seconds)  # idle: imported, watching, a few safety-net passes
         idle_rss = rss_kib(op.pid, "VmRSS")
         log(f"operator idle RSS {idle_rss / 1024:.1f} MiB; adding jobs in steps {steps}")
         rss_at: dict[str, float] = {}
