@@ -119,7 +119,13 @@ async def test_a_rejected_status_write_is_kept_and_retried(env: Any) -> None:
     assert kube.jobs["j"]["spec"]["suspend"] is True and result.status["pauseTimes"] == [
         "2030-01-06T00:01:00Z"
     ]
-    clock.advance(60)
+    warned = [e for e in result.events if e[:2] == ("Warning", "StatusWriteFailed")]
+    assert len(warned) == 1 and "status.foo" in warned[0][2], "the owner is told where they look"
+    reconciler._not_before.clear()  # skip the backoff: the next failure must not warn again
+    clock.advance(30)
+    repeat = await reconciler.tick(body(written))
+    assert not repeat.written and not [e for e in repeat.events if e[1] == "StatusWriteFailed"]
+    clock.advance(30)
     kube.fail_status = None
     again = await reconciler.tick(body(written))  # the watched body still has the old status
     assert again.written

@@ -204,6 +204,7 @@ class Reconciler:
         self.write_policy = write_policy or WritePolicy()
         # The status last written for each object, and when (clock time): what readers have seen.
         self._written: dict[str, tuple[dict[str, Any], datetime | None]] = {}
+        self._write_failure: dict[str, str] = {}  # uid -> why its last status write failed
         self._backoff_s, self._max_backoff_s = backoff_s, max_backoff_s
         self.actuator = Actuator(ctx.kube)
         self._locks: dict[str, asyncio.Lock] = {}
@@ -218,6 +219,7 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
         self._written.pop(uid, None)
+        self._write_failure.pop(uid, None)
         self._latest.pop(uid, None)
         self._failures.pop(uid, None)
         self._not_before.pop(uid, None)
@@ -300,10 +302,23 @@ class Reconciler:
             if written_at is not None and result.status != written_status:
                 write_due = written_at + self.write_policy.max_interval
         else:
+            failing = res.uid in self._write_failure
             written = await self._write(res, result.status, status_patch(written_status, result.status))
             if written:
                 self.ctx.metrics.status_writes.labels(reason=why).inc()
                 self._written[res.uid] = (result.status, now)
+                if self._write_failure.pop(res.uid, None) is not None:
+                    log.info("%s: status written again", res.key)
+            elif not failing:
+                # Once per failure streak, where the job's owner looks (`kubectl describe`): the
+                # status cannot say it itself. The job keeps being acted on meanwhile.
+                warning = Event(
+                    WARNING,
+                    "StatusWriteFailed",
+                    f"status not written ({self._write_failure[res.uid]}); the job is still "
+                    "reconciled and its totals are kept in memory until a write succeeds",
+                )
+                result = dataclasses.replace(result, events=(*result.events, warning))
         if not written and retry is None:
             retry = self._backoff(res.uid)
         if retry is None:
@@ -347,7 +362,9 @@ class Reconciler:
             what, _ = classify(exc)
         self._latest[res.uid] = status
         self.ctx.metrics.reconcile_errors.inc()
+        self.ctx.metrics.status_write_errors.inc()
         log.warning("%s: status write failed (%s); kept in memory, retried next tick", res.key, what)
+        self._write_failure[res.uid] = what
         return False
 
     async def observe(
