@@ -71,7 +71,11 @@ inputs() {
   local common=(.dockerignore pyproject.toml setup.py README.md LICENSE requirements/build.txt)
   case "$name" in
     operator) printf '%s\n' Dockerfile "${common[@]}" requirements/operator.txt; pkg=operator/gridwise ;;
-    trainer) printf '%s\n' trainer-image/Dockerfile "${common[@]}" requirements/trainer.txt; pkg=trainer-image/gridwise_trainer ;;
+    trainer)
+      printf '%s\n' trainer-image/Dockerfile "${common[@]}" requirements/trainer.txt \
+        operator/gridwise/__init__.py operator/gridwise/trainer_contract.py
+      pkg=trainer-image/gridwise_trainer
+      ;;
   esac
   (cd "$root" && find "$pkg" -type f ! -path '*/__pycache__/*' ! -name '*.py[cod]' ! -path '*/.mypy_cache/*' | LC_ALL=C sort)
 }

@@ -173,14 +173,16 @@ def test_operator_image_has_kopf_and_no_torch(images: Images) -> None:
 
 
 def test_trainer_image_has_torch_and_no_kopf(images: Images) -> None:
+    """Of the operator's package, the trainer image ships only the shared contract (exit codes...)."""
     code = (
-        "import importlib.util as u, torch, gridwise_trainer.cli;"
-        "print(torch.__version__, u.find_spec('kopf'), u.find_spec('gridwise'))"
+        "import importlib.util as u, torch, gridwise_trainer.cli, gridwise.trainer_contract as c;"
+        "print(torch.__version__, u.find_spec('kopf'), u.find_spec('gridwise.k8s'), c.EXIT_EARLY_STOP)"
     )
     proc = podman_run(images.trainer, "-c", code, options=["--entrypoint", "python"])
     assert proc.returncode == 0, proc.stderr
-    version, kopf, gridwise = proc.stdout.split()
-    assert version.startswith("2.9.1") and kopf == "None" and gridwise == "None"
+    version, kopf, operator_code, early_stop = proc.stdout.split()
+    assert version.startswith("2.9.1") and kopf == "None" and operator_code == "None"
+    assert early_stop == "85"
 
 
 def test_operator_runs_on_a_read_only_root_filesystem(images: Images) -> None:
