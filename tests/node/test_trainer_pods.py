@@ -214,9 +214,8 @@ def test_eviction_mid_run_does_not_complete_the_job(
         states = [c.get("state") for p in old for c in p["status"].get("containerStatuses", [])]
         # The defect this guards against: an evicted trainer that exits 0 completes the Job.
         assert "Complete" not in conds, f"the Job completed at partial progress after an eviction: {states}"
-        return [
-            p["metadata"]["name"] for p in live_pods(cluster, namespace, "ev") if p["metadata"]["name"] != victim
-        ]
+        names = [p["metadata"]["name"] for p in live_pods(cluster, namespace, "ev")]
+        return [n for n in names if n != victim]
 
     new_pod = wait_for("a replacement pod", replacement, timeout=120, log=operator.log_tail)[0]
     gone = [p for p in pods_of(cluster, namespace, "ev") if p["metadata"]["name"] == victim]
