@@ -206,6 +206,7 @@ def test_eviction_mid_run_does_not_complete_the_job(
         "create", "--raw", f"/api/v1/namespaces/{namespace}/pods/{victim}/eviction", "-f", "-",
         input=json.dumps(eviction),
     )  # fmt: skip
+
     # The evicted trainer checkpoints and exits with the early-stop code; the Job ignores that
     # failure (podFailurePolicy), so it is neither Complete nor Failed, and a new pod continues.
     def replacement() -> list[str]:
