@@ -206,18 +206,19 @@ def test_eviction_mid_run_does_not_complete_the_job(
         "create", "--raw", f"/api/v1/namespaces/{namespace}/pods/{victim}/eviction", "-f", "-",
         input=json.dumps(eviction),
     )  # fmt: skip
+
     # The evicted trainer checkpoints and exits with the early-stop code; the Job ignores that
     # failure (podFailurePolicy), so it is neither Complete nor Failed, and a new pod continues.
-    new_pod = wait_for(
-        "a replacement pod",
-        lambda: [
-            p["metadata"]["name"]
-            for p in live_pods(cluster, namespace, "ev")
-            if p["metadata"]["name"] != victim
-        ],
-        timeout=120,
-        log=operator.log_tail,
-    )[0]
+    def replacement() -> list[str]:
+        conds = job_conditions(cluster, namespace, "ev")
+        old = [p for p in pods_of(cluster, namespace, "ev") if p["metadata"]["name"] == victim]
+        states = [c.get("state") for p in old for c in p["status"].get("containerStatuses", [])]
+        # The defect this guards against: an evicted trainer that exits 0 completes the Job.
+        assert "Complete" not in conds, f"the Job completed at partial progress after an eviction: {states}"
+        names = [p["metadata"]["name"] for p in live_pods(cluster, namespace, "ev")]
+        return [n for n in names if n != victim]
+
+    new_pod = wait_for("a replacement pod", replacement, timeout=120, log=operator.log_tail)[0]
     gone = [p for p in pods_of(cluster, namespace, "ev") if p["metadata"]["name"] == victim]
     if gone:  # the Job controller keeps the failed pod; its exit code says "stopped early"
         term = gone[0]["status"]["containerStatuses"][0]["state"].get("terminated") or {}
