@@ -45,7 +45,7 @@ import json, sys
 h = json.load(sys.stdin)[::-1]
 sizes = [int(e.get("size", 0)) for e in h]
 by = [str(e.get("CreatedBy") or e.get("created_by") or "") for e in h]
-deps = max(i for i, b in enumerate(by) if "requirements" in b and "pip install" in b or "COPY dir:" in b)
+deps = max(range(1, len(sizes)), key=lambda i: sizes[i])  # the locked dependencies: the biggest layer above the base
 print(sum(sizes), sum(sizes[deps + 1:]))'
 }
 
