@@ -214,12 +214,20 @@ def test_carbon_signal_outage_keeps_the_job_running(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        op = operator_factory(extra_env={"ELECTRICITYMAPS_API_KEY": "test-key-never-logged"})
+        url = f"http://127.0.0.1:{server.server_port}"
+        # Allow-listed at the operator, with the job's own key: the outage is the provider's 503,
+        # not a refusal of the override (tests/cluster/test_security.py covers those).
+        op = operator_factory(extra_env={"GRIDWISE_CARBON_ALLOWED_URLS": url})
+        cluster.kubectl(
+            "-n", namespace, "create", "secret", "generic", "em-key",
+            "--from-literal=ELECTRICITYMAPS_API_KEY=test-key-never-logged",
+        )  # fmt: skip
         trace = trace_from(tmp_path, [100.0])
         carbon = {
             "provider": "electricitymaps",
             "zone": "ES",
-            "baseURL": f"http://127.0.0.1:{server.server_port}",
+            "baseURL": url,
+            "secretRef": {"name": "em-key"},
         }
         manifest = caj_manifest(
             "outage", trace=trace, max_replicas=3, policy={"type": "forecast"}, carbon=carbon
@@ -242,6 +250,7 @@ def test_carbon_signal_outage_keeps_the_job_running(
         # not at max replicas forever.
         assert st["replicas"] == 1
         assert condition(st, "CarbonSignalStale")["reason"] == "NoUsableSignal"
+        assert "HTTP 503" in condition(st, "CarbonSignalStale")["message"], "the provider was reached"
         assert condition(st, "DeadlineAtRisk")["status"] == "Unknown", "no plan: never 'OnTrack'"
         warnings = [e for e in events(cluster, namespace, "outage") if e["type"] == "Warning"]
         assert [e["reason"] for e in warnings].count("CarbonSignalStale") == 1, "a Warning once"

@@ -90,8 +90,19 @@ def provider(operators: Operators) -> Iterator[Provider]:
 def test_provider_down_past_the_ttl_marks_the_signal_stale_and_the_deadline_holds(
     cluster: Cluster, namespace: str, tmp_path: Path, operators: Operators, provider: Provider
 ) -> None:
-    op = operators.start(speed=SPEED, extra_env={"ELECTRICITYMAPS_API_KEY": "fault-test-key"})
-    carbon = {"provider": "electricitymaps", "zone": "ES", "baseURL": provider.url}
+    # The stand-in is allow-listed at the operator, and the job brings its own key: a baseURL
+    # override never gets the operator's credentials (tests/cluster/test_security.py).
+    op = operators.start(speed=SPEED, extra_env={"GRIDWISE_CARBON_ALLOWED_URLS": provider.url})
+    cluster.kubectl(
+        "-n", namespace, "create", "secret", "generic", "em-key",
+        "--from-literal=ELECTRICITYMAPS_API_KEY=fault-test-key",
+    )  # fmt: skip
+    carbon = {
+        "provider": "electricitymaps",
+        "zone": "ES",
+        "baseURL": provider.url,
+        "secretRef": {"name": "em-key"},
+    }
     manifest = caj_manifest(
         "stale",
         trace=replay_trace(tmp_path / "unused.csv", [DIRTY]),
