@@ -20,8 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp  # type: ignore[import-untyped]
-from scipy.sparse import lil_matrix  # type: ignore[import-untyped]
 
 
 @dataclass(frozen=True)
@@ -44,6 +42,12 @@ def solve(
     time_limit_s: float = 30.0,
 ) -> OracleSolution:
     """Exact per-job optimum; raises ValueError when even max replicas everywhere cannot do the work."""
+    # Imported here: the operator image ships the simulator's CLI without scipy (the `sim` extra).
+    try:
+        from scipy.optimize import Bounds, LinearConstraint, milp  # type: ignore[import-untyped]
+        from scipy.sparse import lil_matrix  # type: ignore[import-untyped]
+    except ModuleNotFoundError as exc:
+        raise RuntimeError("the oracle needs scipy (HiGHS): pip install 'gridwise[sim]'") from exc
     slots = len(hours)
     levels = list(range(min_replicas, max_replicas + 1))
     nl = len(levels)
