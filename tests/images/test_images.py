@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from gridwise.trainer_contract import EXIT_EARLY_STOP
 from tests.images.conftest import PODMAN_RUN, REPO, Images, build_images, podman_run
 
 pytestmark = [pytest.mark.images, pytest.mark.slow]
@@ -237,8 +238,9 @@ def test_trainer_image_trains_on_cpu_and_resumes_from_its_checkpoint(images: Ima
     assert steps_of(ckpt)[-1] == 10
 
 
-def test_trainer_container_checkpoints_on_sigterm_and_exits_0(images: Images, tmp_path: Path) -> None:
-    """`podman stop` sends the image's STOPSIGNAL (SIGTERM) to PID 1, the trainer itself."""
+def test_trainer_container_checkpoints_on_sigterm_and_exits_85(images: Images, tmp_path: Path) -> None:
+    """`podman stop` sends the image's STOPSIGNAL (SIGTERM) to PID 1, the trainer itself; it checkpoints
+    and exits 85 ("stopped early", docs/trainer-contract.md), never 0 before its last step."""
     ckpt = checkpoint_dir(tmp_path)
     name = f"gridwise-sigterm-{os.getpid()}"
     run = [*PODMAN_RUN, "-d", "--name", name, "-v", f"{ckpt}:/checkpoints", images.trainer]
@@ -264,7 +266,7 @@ def test_trainer_container_checkpoints_on_sigterm_and_exits_0(images: Images, tm
             check=True,
         )
         logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
-        assert state.stdout.strip() == "0", logs.stderr[-3000:]
+        assert state.stdout.strip() == str(EXIT_EARLY_STOP), logs.stderr[-3000:]
         assert "received SIGTERM" in logs.stderr and "paused cleanly" in logs.stderr
         steps = steps_of(ckpt)
         assert steps and steps[-1] > 0, sorted(p.name for p in ckpt.iterdir())
