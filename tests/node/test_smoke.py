@@ -72,6 +72,11 @@ def test_in_cluster_api_with_service_account(cluster: Cluster, namespace: str, p
     assert "403 Forbidden" in logs  # RBAC denies what the Role does not grant
 
 
+def retried(cmd: str, attempts: int = 30) -> str:
+    """`cmd` retried each second: a new Service reaches kube-proxy's rules and CoreDNS a moment later."""
+    return f"(n=0; until {cmd}; do n=$((n+1)); [ $n -ge {attempts} ] && exit 1; sleep 1; done)"
+
+
 def test_dns_and_pod_to_pod_http(cluster: Cluster, namespace: str, probe_image: str) -> None:
     server = pod_manifest(
         "web",
@@ -104,7 +109,8 @@ def test_dns_and_pod_to_pod_http(cluster: Cluster, namespace: str, probe_image: 
     pod_ip = cluster.kubectl("-n", namespace, "get", "pod", "web", "-o", "jsonpath={.status.podIP}").stdout
     svc_ip = cluster.kubectl("-n", namespace, "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}").stdout
     script = " && ".join(
-        [
+        retried(cmd)
+        for cmd in [
             f"probe get http://{pod_ip}:8080/",  # pod to pod over the bridge
             "probe get http://web/",  # short Service name: search path + ClusterIP via kube-proxy
             f"probe resolve web.{namespace}.svc.cluster.local",
