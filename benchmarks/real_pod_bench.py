@@ -39,7 +39,12 @@ sys.path.insert(0, str(REPO))
 
 from tests.cluster.harness import OperatorProcess  # noqa: E402
 from tests.node.carbon_server import CarbonServer  # noqa: E402
-from tests.node.trainer_support import checkpoints, local_volume, trainer_caj  # noqa: E402
+from tests.node.trainer_support import (  # noqa: E402
+    checkpoints,
+    create_carbon_secret,
+    local_volume,
+    trainer_caj,
+)
 
 from gridwise.devcluster import ADMIN_TOKEN, LocalControlPlane  # noqa: E402
 
@@ -243,12 +248,13 @@ def main(argv: list[str] | None = None) -> int:
                     e["value"] = "mlp"  # many small steps: the first new step is timed finely
                 if e["name"] == "GRIDWISE_LOG_EVERY":
                     e["value"] = "0"
+            create_carbon_secret(cp, ns)
             op = OperatorProcess(
                 cp.kubeconfig,
                 work / "operator.log",
                 tick_seconds=0.5,
                 lease_namespace=ns,
-                extra_env={"ELECTRICITYMAPS_API_KEY": "local"},
+                extra_env={"GRIDWISE_CARBON_ALLOWED_URLS": carbon.url},
                 extra_args=[
                     "--namespace",
                     ns,

@@ -22,6 +22,7 @@ from tests.cluster.harness import OperatorProcess, get_json, wait_for
 from tests.node.carbon_server import CarbonServer
 from tests.node.trainer_support import (
     checkpoints,
+    create_carbon_secret,
     job_conditions,
     live_pods,
     local_volume,
@@ -68,13 +69,16 @@ def carbon() -> Iterator[CarbonServer]:
 
 
 @pytest.fixture
-def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+def operator(
+    cluster: Cluster, namespace: str, tmp_path: Path, carbon: CarbonServer
+) -> Iterator[OperatorProcess]:
+    create_carbon_secret(cluster, namespace)
     op = OperatorProcess(
         cluster.kubeconfig,
         tmp_path / "operator.log",
         tick_seconds=0.5,
         lease_namespace=namespace,
-        extra_env={"ELECTRICITYMAPS_API_KEY": "local-test-key"},
+        extra_env={"GRIDWISE_CARBON_ALLOWED_URLS": carbon.url},
         extra_args=[
             "--namespace", namespace,
             "--signal-ttl-seconds", "1",

@@ -49,6 +49,15 @@ def local_volume(cluster: Cluster, node: RealNode, ns: str, claim: str, host_dir
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(build_local_volume(ns, claim, host_dir)))
 
 
+CARBON_SECRET = "carbon-key"
+
+
+def create_carbon_secret(cluster: Cluster, ns: str) -> None:
+    """The job's own Electricity Maps key (the stand-in accepts any)."""
+    key = "--from-literal=ELECTRICITYMAPS_API_KEY=local-test-key"
+    cluster.kubectl("-n", ns, "create", "secret", "generic", CARBON_SECRET, key)
+
+
 def trainer_caj(
     name: str,
     *,
@@ -69,7 +78,14 @@ def trainer_caj(
             "completeWithin": "24h",
             "replicas": {"min": min_replicas, "max": max_replicas},
             "work": {"gpuHours": 0.2, "totalSteps": total_steps, "powerPerReplicaWatts": 400},
-            "carbon": {"provider": "electricitymaps", "zone": "XX", "baseURL": carbon_url},
+            # The stand-in's URL must be on the operator's allow-list, and the job brings its own
+            # key: an override never borrows the operator's credentials.
+            "carbon": {
+                "provider": "electricitymaps",
+                "zone": "XX",
+                "baseURL": carbon_url,
+                "secretRef": {"name": CARBON_SECRET},
+            },
             "policy": policy or {"type": "threshold", "thresholdGramsPerKWh": 200},
             "checkpoint": {"gracePeriodSeconds": 30, "volumeClaimName": claim, "path": "/checkpoints"},
             "template": {
