@@ -130,7 +130,10 @@ def test_live_metrics_parse_with_the_operators_scraper(tmp_path: Path) -> None:
     progress, energy = parse_metrics(text)
     assert progress == pytest.approx(10 / 40)
     assert energy > 0  # the CPU estimate on this machine, labelled as such
-    assert f'{contract.METRIC_ENERGY}_total{{gpu="cpu",source="' in text
+    # The CPU fallback is labelled as such, beside dcgm-exporter's UUID/Hostname labels.
+    series = re.search(rf"^{contract.METRIC_ENERGY}_total{{([^}}]*)}}", text, re.M)
+    assert series is not None, text
+    assert 'gpu="cpu"' in series.group(1) and 'source="' in series.group(1), series.group(0)
     assert set(parse_throughput(text)) == {1}
     emissions = float(re.search(rf"^{contract.METRIC_EMISSIONS}_total (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
     assert emissions == pytest.approx(energy / 3.6e6 * 420.0)
