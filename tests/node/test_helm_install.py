@@ -72,7 +72,8 @@ def test_helm_install_runs_the_operator_on_the_real_node(
     cp = real_cluster
     release = f"gw-{uuid.uuid4().hex[:6]}"
     ns = f"{release}-system"
-    jobs_ns = f"{release}-jobs"
+    # The chart's default watches (and grants rights in) its own release namespace only.
+    jobs_ns = ns
     repository, tag = operator_image.rsplit(":", 1)
     # Only what a local image needs; every other value is the chart's default.
     values = {"image": {"repository": repository, "tag": tag}, "nodeSelector": {NODE_LABEL: "real"}}
@@ -129,7 +130,6 @@ def test_helm_install_runs_the_operator_on_the_real_node(
         assert not can("create", "pods", "-n", jobs_ns)
 
         # The in-cluster operator (and nothing else: no local operator runs in this test) reconciles a job.
-        cp.kubectl("create", "namespace", jobs_ns)
         manifest = caj_manifest(
             "static-job",
             trace=Path("/nonexistent"),
@@ -163,4 +163,4 @@ def test_helm_install_runs_the_operator_on_the_real_node(
         assert "Creation is processed: 1 succeeded; 0 failed" in logs, logs[-4000:]
     finally:
         helm(cp, "uninstall", release, "--namespace", ns, "--wait", "--timeout", "120s")
-        cp.kubectl("delete", "namespace", ns, jobs_ns, "--wait=false", "--ignore-not-found", check=False)
+        cp.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)

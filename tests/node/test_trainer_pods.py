@@ -131,7 +131,8 @@ def test_dirty_period_pauses_the_trainer_which_resumes_from_its_checkpoint(
     # (d) progress and energy come from the trainer's /metrics, scraped pod to pod.
     assert st["accounting"].get("trainerEnergyJoules", 0) > 0, st
     (first_pod,) = [p["metadata"]["name"] for p in live_pods(cluster, namespace, "pr")]
-    assert not checkpoints(ckpt), "no checkpoint before the stop (checkpoint-every is huge)"
+    # checkpoint-every is huge: any checkpoint now is from an epoch boundary, and the stop must add one.
+    before = checkpoints(ckpt)
 
     carbon.value = DIRTY  # the dirty period starts now
     wait_for(
@@ -147,7 +148,9 @@ def test_dirty_period_pauses_the_trainer_which_resumes_from_its_checkpoint(
         log=operator.log_tail,
     )
     saved = checkpoints(ckpt)
-    assert len(saved) == 1 and 0 < saved[0] < TOTAL_STEPS, saved  # written on SIGTERM, mid-run
+    written = [step for step in saved if step not in before]
+    assert len(written) == 1 and max(before, default=0) < written[0] < TOTAL_STEPS, (before, saved)
+    stop_step = written[0]  # written on SIGTERM, mid-run
     conds = job_conditions(cluster, namespace, "pr")
     assert conds.get("Suspended") == "True" and "Complete" not in conds and "Failed" not in conds, conds
     j = get_json(cluster, namespace, "job", "pr")["status"]
@@ -168,7 +171,7 @@ def test_dirty_period_pauses_the_trainer_which_resumes_from_its_checkpoint(
         log=operator.log_tail,
     )[0]
     resumed = wait_for("the resume log line", lambda: resumed_at(logs(cluster, namespace, pod)), timeout=120)
-    assert resumed == saved[0], "the trainer continues exactly from the checkpointed step"
+    assert resumed == stop_step, "the trainer continues exactly from the checkpoint the stop wrote"
     final = wait_for(
         "phase Succeeded",
         lambda: (s := status(cluster, namespace, "pr")).get("phase") == "Succeeded" and s,
