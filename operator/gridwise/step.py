@@ -376,6 +376,10 @@ def build_status(
     """The full status: pure, so its shape is unit-tested and every field has one writer."""
     totals = accounted.totals
     progress = min(1.0, totals.work_done_gpu_hours / spec.work_gpu_hours)
+    if phase == "Succeeded":
+        # The Job completes only when the trainer exited 0, i.e. ran its last step (the contract);
+        # the last scrape before the pods went may have seen less.
+        progress = 1.0
     avoided = totals.avoided()
     status: dict[str, Any] = {
         "phase": phase,
