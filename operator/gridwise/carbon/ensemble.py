@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
+from gridwise.carbon.forecaster import regular_history
 from gridwise.carbon.reading import IntensityPoint
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -379,23 +380,7 @@ class EnsembleForecaster:
         self, history: Sequence[IntensityPoint], start: datetime
     ) -> tuple[list[float], timedelta, datetime]:
         """History before `start` on a regular grid ending at its last point; values carry over gaps."""
-        past = [p for p in history if p.end <= start]
-        if not past:
-            return [], timedelta(0), start
-        step = past[-1].end - past[-1].start
-        grid_end = past[-1].end
-        count = min(self.history_needed(step), int((grid_end - past[0].start) / step))
-        grid_start = grid_end - step * count
-        values: list[float] = []
-        cursor = 0
-        current = past[0].grams_per_kwh
-        for index in range(count):
-            moment = grid_start + step * index
-            while cursor < len(past) and past[cursor].start <= moment:
-                current = past[cursor].grams_per_kwh
-                cursor += 1
-            values.append(current)
-        return values, step, grid_end
+        return regular_history(history, start, self.history_needed)
 
     def forecast(
         self, history: Sequence[IntensityPoint], start: datetime, end: datetime

@@ -9,12 +9,38 @@ With less than a day of history it falls back to persistence.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gridwise.carbon.reading import IntensityPoint
 from gridwise.carbon.traces import Trace
+
+
+def regular_history(
+    history: Sequence[IntensityPoint], start: datetime, needed: Callable[[timedelta], int]
+) -> tuple[list[float], timedelta, datetime]:
+    """History before `start` on a regular grid ending at its last point; values carry over gaps.
+
+    Returns (values, step, grid end); no history gives ([], 0, start). `needed(step)` caps the length.
+    """
+    past = [p for p in history if p.end <= start]
+    if not past:
+        return [], timedelta(0), start
+    step = past[-1].end - past[-1].start
+    grid_end = past[-1].end
+    count = min(needed(step), int((grid_end - past[0].start) / step))
+    grid_start = grid_end - step * count
+    values: list[float] = []
+    cursor = 0
+    current = past[0].grams_per_kwh
+    for index in range(count):
+        moment = grid_start + step * index
+        while cursor < len(past) and past[cursor].start <= moment:
+            current = past[cursor].grams_per_kwh
+            cursor += 1
+        values.append(current)
+    return values, step, grid_end
 
 
 @dataclass(frozen=True)
@@ -70,23 +96,9 @@ class SeasonalForecaster:
         self, history: Sequence[IntensityPoint], start: datetime, end: datetime
     ) -> tuple[IntensityPoint, ...]:
         """Points from `start` to `end` on the history's grid, predicted from history before `start`."""
-        past = [p for p in history if p.end <= start]
-        if not past:
+        values, step, grid_end = regular_history(history, start, self.history_needed)
+        if not step:
             return ()
-        step = past[-1].end - past[-1].start
-        # Put the history on a regular grid ending at the last point, carrying values over gaps.
-        grid_end = past[-1].end
-        count = min(self.history_needed(step), int((grid_end - past[0].start) / step))
-        grid_start = grid_end - step * count
-        values: list[float] = []
-        cursor = 0
-        current = past[0].grams_per_kwh
-        for index in range(count):
-            moment = grid_start + step * index
-            while cursor < len(past) and past[cursor].start <= moment:
-                current = past[cursor].grams_per_kwh
-                cursor += 1
-            values.append(current)
         lead_steps = math.ceil((end - grid_end) / step)
         predicted = self.predict(values, step, lead_steps)
         points = []
