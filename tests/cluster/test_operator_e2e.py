@@ -443,9 +443,17 @@ def test_two_operator_replicas_never_act_twice(
             "running", lambda: status(cluster, namespace, "peer").get("phase") == "Running", log=a.log_tail
         )
         a.stop()  # SIGTERM: a releases the Lease, b takes over at once
-        b.wait_ready(timeout=30)
-        lease = get_json(cluster, namespace, "lease", "gridwise-operator")
-        assert lease["spec"]["holderIdentity"] == "replica-b"
+        # b was Ready all along (a standby can serve): leadership shows in the Lease and the gauge.
+        wait_for(
+            "b to hold the Lease",
+            lambda: (
+                get_json(cluster, namespace, "lease", "gridwise-operator")["spec"].get("holderIdentity")
+                == "replica-b"
+            ),
+            timeout=30,
+            log=b.log_tail,
+        )
+        wait_for("b's leader gauge", lambda: "gridwise_operator_leader 1.0" in b.metrics(), log=b.log_tail)
         assert reasons(cluster, namespace, "peer").count("JobCreated") == 1
         before = status(cluster, namespace, "peer")["accounting"]["lastTime"]
         wait_for(

@@ -239,18 +239,6 @@ def alert_rules() -> list[dict[str, Any]]:
     return chart_alert_rules(release="gridwise", namespace=OPERATOR_NAMESPACE)
 
 
-# Series the runtime branch adds to the operator (gridwise_operator_leader); until the operator
-# exports one, the panels and alerts that read it are expected to come back empty, and say why.
-PENDING = {"gridwise_operator_leader": "the operator does not export the leader gauge yet (runtime branch)"}
-
-
-def pending_reason(scraped: Scraped, expr: str) -> str | None:
-    for name, why in PENDING.items():
-        if name in expr and not prom_query(scraped.url, f"count({name})")["data"]["result"]:
-            return why
-    return None
-
-
 @pytest.mark.parametrize(
     ("dashboard", "panel", "expr"),
     dashboard_queries(),
@@ -260,8 +248,6 @@ def test_every_dashboard_query_returns_data(scraped: Scraped, dashboard: str, pa
     query = render_dashboard.substitute(expr)
     body = prom_query(scraped.url, query)
     assert body["status"] == "success", (query, body)
-    if (why := pending_reason(scraped, expr)) is not None:
-        pytest.xfail(why)
     assert body["data"]["result"], f"panel {panel!r} of {dashboard}: no data for {query}"
 
 
@@ -307,15 +293,9 @@ def test_dashboards_use_only_exported_metric_names(scraped: Scraped) -> None:
 
     with urllib.request.urlopen(f"{scraped.url}/api/v1/label/__name__/values", timeout=10) as r:
         known = set(json.load(r)["data"])
-    pending = []
     for _, panel, expr in dashboard_queries():
         for name in re.findall(r"\bgridwise_[a-z_]+", expr):
-            if name not in known and name in PENDING:
-                pending.append(PENDING[name])
-                continue
             assert name in known, f"panel {panel!r} uses {name}, which nothing exports"
-    if pending:
-        pytest.xfail("; ".join(sorted(set(pending))))
 
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=[r["alert"] for r in alert_rules()])
@@ -344,6 +324,4 @@ def test_render_dashboard_png(scraped: Scraped, tmp_path: Path) -> None:
     out = Path(os.environ.get("GRIDWISE_DASHBOARD_PNG") or tmp_path / "dashboard.png")
     n = render_dashboard.render(DASHBOARDS[0], scraped.url, scraped.start, time.time(), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    panels = render_dashboard.panels(json.loads(DASHBOARDS[0].read_text()))
-    waiting = [p for p in panels if any(pending_reason(scraped, t["expr"]) for t in p["targets"])]
-    assert n == len(panels) - len(waiting), [p["title"] for p in waiting]
+    assert n == len(render_dashboard.panels(json.loads(DASHBOARDS[0].read_text())))

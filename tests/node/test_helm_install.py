@@ -9,6 +9,7 @@ The operator then reconciles a CarbonAwareJob from inside the cluster under its 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -100,6 +101,11 @@ def test_helm_install_runs_the_operator_on_the_real_node(
         )
         status = json.loads(helm(cp, "status", release, "--namespace", ns, "-o", "json").stdout)
         assert status["info"]["status"] == "deployed"
+        # The chart's own check, as a user runs it after an install: a pod calls the Service.
+        # (No --logs: the pod is deleted on success before helm could read them, helm/helm#9098.)
+        check = helm(cp, "test", release, "--namespace", ns, "--timeout", "180s")
+        assert check.returncode == 0, f"helm test failed: {check.stdout}{check.stderr}\n" + diagnose(cp, ns)
+        assert re.search(r"Phase:\s+Succeeded", check.stdout), check.stdout
 
         (dep,) = get_json(cp, ns, "deployment", "-l", f"app.kubernetes.io/instance={release}")["items"]
         replicas = dep["spec"]["replicas"]
