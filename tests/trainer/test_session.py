@@ -183,3 +183,30 @@ def test_bad_inputs_get_clear_errors(tmp_path: Path) -> None:
         s.track(model=model)
         assert s.restore() == 2
     assert (tmp_path / "ckpt-0000000003.pt.corrupt").exists()
+
+
+def test_gpu_series_carry_the_meters_uuid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library user's energy joins dcgm-exporter on (UUID, Hostname), like the shipped loop's."""
+    from gridwise_trainer import session as session_module
+    from gridwise_trainer.energy import EnergyMeter
+
+    class FakeGpu(EnergyMeter):  # the GPU is the one boundary this machine cannot run
+        source, device_label, uuid = "nvml", "0", "GPU-1234abcd"
+
+        def read_joules(self) -> float:
+            return 42.0
+
+    monkeypatch.setattr(session_module, "open_meter", lambda *_a, **_k: FakeGpu())
+    monkeypatch.setenv("NODE_NAME", "gpu-node-7")
+    model, opt = _tiny()
+    session = Session(tmp_path, 40, metrics_port=0, window_steps=5, intensity=IntensitySource(1.0),
+                      handle_signals=False)  # fmt: skip
+    with session:
+        session.track(model=model, optimizer=opt)
+        _train(session, model, opt, 10)
+        assert session.port is not None
+        with urllib.request.urlopen(f"http://127.0.0.1:{session.port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    series = re.search(rf"^{contract.METRIC_ENERGY}_total{{([^}}]*)}}", text, re.M)
+    assert series is not None, text
+    assert 'UUID="GPU-1234abcd"' in series.group(1) and 'Hostname="gpu-node-7"' in series.group(1), series

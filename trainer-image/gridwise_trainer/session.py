@@ -393,6 +393,8 @@ class Session:
         if self.stop is not None:
             self.stop.__enter__()
         self._meter = open_meter(self.device_type, self.cpu_tdp_watts)
+        # dcgm-exporter's UUID on every GPU series, so library users' energy joins DCGM and Kepler too.
+        self.metrics.set_device(self._meter.uuid)
         if self._meter.source != "nvml":
             log.info(
                 "energy source is %r (no NVML GPU): the joules are not a GPU measurement", self._meter.source
