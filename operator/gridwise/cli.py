@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -26,7 +27,13 @@ leader election: replicas campaign for a coordination.k8s.io Lease; one leads an
 stand by (all report Ready on /readyz; gridwise_operator_leader on /metrics says which one leads).
 A leader that cannot renew for --renew-deadline-seconds (API server unreachable) stops acting and
 campaigns again; the process keeps running. It exits 1 only if the Lease is forbidden (RBAC).
+
+grid signal for trainers: GET /v1/signal/<namespace>/<name> on --http-port answers the reading the
+operator decided on for that job. With --signal-url (the base URL pods reach this port at) every Job
+built tells its trainer that URL in GRIDWISE_CARBON_URL.
 """
+
+ENV_SIGNAL_URL = "GRIDWISE_SIGNAL_URL"
 
 
 def _parse_start(text: str) -> datetime:
@@ -47,6 +54,18 @@ def _positive(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
+
+
+def _signal_url(text: str) -> str:
+    """An absolute http(s) URL without query or fragment: /v1/signal/<ns>/<name> is appended to it."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a base URL like http://gridwise.gridwise-system.svc:8080"
+        )
+    return text.strip().rstrip("/")
 
 
 def build_clock(kind: str, start: datetime | None, speed: float, anchor: float | None = None) -> Clock:
@@ -110,6 +129,13 @@ def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     run.add_argument("--http-host", default="0.0.0.0", help="address to serve probes and metrics on")
     run.add_argument(
+        "--signal-url",
+        type=_signal_url,
+        default=os.environ.get(ENV_SIGNAL_URL) or None,
+        help="base URL pods reach --http-port at, e.g. http://gridwise.gridwise-system.svc:8080; "
+        f"trainers then read the operator's reading from it (env {ENV_SIGNAL_URL}; default: not told)",
+    )
+    run.add_argument(
         "--no-leader-election", action="store_true", help="act without holding the Lease (one replica only!)"
     )
     run.add_argument("--lease-namespace", default="default", help="namespace of the leader-election Lease")
@@ -164,6 +190,7 @@ def _run_operator(args: argparse.Namespace) -> int:
         lease_namespace=args.lease_namespace,
         lease_name=args.lease_name,
         trainer_metrics_port=args.trainer_metrics_port,
+        signal_base=args.signal_url,
         lease_timing=timing,
         handle_signals=True,
     )

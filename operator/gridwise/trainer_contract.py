@@ -2,14 +2,15 @@
 
 The operator image has no torch and no `gridwise_trainer`; the trainer image installs the whole
 `gridwise` distribution. So the numbers both sides must agree on live here, and docs/trainer-contract.md
-describes them for trainers written by other people. Bump CONTRACT_VERSION on any incompatible change.
+describes them for trainers written by other people. CONTRACT_VERSION is "major.minor": the major
+on any incompatible change, the minor when something is added that older trainers may ignore.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-CONTRACT_VERSION: Final = "1"
+CONTRACT_VERSION: Final = "1.1"  # 1.1: the operator serves the grid signal (GRIDWISE_CARBON_URL)
 
 # -- exit codes --------------------------------------------------------------------------------------
 EXIT_COMPLETE: Final = 0
@@ -30,9 +31,23 @@ ENV_CHECKPOINT_DIR: Final = "GRIDWISE_CHECKPOINT_DIR"
 ENV_METRICS_PORT: Final = "GRIDWISE_METRICS_PORT"
 ENV_TOTAL_STEPS: Final = "GRIDWISE_TOTAL_STEPS"
 ENV_SIGNAL_TYPE: Final = "GRIDWISE_SIGNAL_TYPE"
+# Set when the operator runs with --signal-url: its own reading for this job, SIGNAL_PATH below.
 ENV_CARBON_URL: Final = "GRIDWISE_CARBON_URL"
+
+# -- environment the user (pod template, image) may set; the operator never does ------------------------
 ENV_CARBON_FILE: Final = "GRIDWISE_CARBON_FILE"
 ENV_CARBON_INTENSITY: Final = "GRIDWISE_CARBON_INTENSITY"
+ENV_CARBON_POLL_SECONDS: Final = "GRIDWISE_CARBON_POLL_SECONDS"
+
+# -- the grid signal the operator serves (gridwise/job_signal.py) ----------------------------------------
+# GET <signal base URL> + SIGNAL_PATH -> {"gramsPerKWh": x | null, "signalType", "stale", ...}
+SIGNAL_PATH: Final = "/v1/signal/{namespace}/{name}"
+
+
+def signal_url(base: str, namespace: str, name: str) -> str:
+    """Where a job's trainer reads the operator's reading, from the operator's base URL."""
+    return base.rstrip("/") + SIGNAL_PATH.format(namespace=namespace, name=name)
+
 
 # -- metrics the operator scrapes (progress.py) and the dashboards read ------------------------------------
 METRIC_PROGRESS: Final = "gridwise_trainer_progress_ratio"

@@ -71,8 +71,10 @@ class OperatorProcess:
         lease_namespace: str = "default",
         extra_env: dict[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        http_port: int | None = None,
     ) -> None:
-        self.http_port = free_port()
+        # Chosen up front when a flag must name it (e.g. --signal-url http://127.0.0.1:<port>).
+        self.http_port = http_port if http_port is not None else free_port()
         self.log_path = log_path
         args = [
             gridwise_executable(),

@@ -212,6 +212,41 @@ def test_network_policy_is_off_by_default_and_least_open_when_on() -> None:
     )["to"]
 
 
+# -- the grid signal for trainers (issue 14) ---------------------------------------------------------
+def _signal_args(values: dict[str, Any] | None = None, **kwargs: Any) -> list[str]:
+    args = one(render(values, **kwargs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    return [a for a in args if a.startswith("--signal-url")]
+
+
+def test_the_operator_tells_trainers_its_service_and_the_network_policy_lets_them_in() -> None:
+    """Jobs get GRIDWISE_CARBON_URL=<Service>/v1/signal/...: the chart passes its Service as --signal-url."""
+    docs = render()
+    svc = one(docs, "Service")
+    port = svc["spec"]["ports"][0]["port"]
+    assert _signal_args() == [f"--signal-url=http://{svc['metadata']['name']}.gridwise-system.svc:{port}"]
+    assert _signal_args({"service": {"port": 9090}}, release="rel", namespace="ml") == [
+        "--signal-url=http://rel-gridwise.ml.svc:9090"
+    ]
+    assert _signal_args({"operator": {"signal": {"url": "http://op.example:8080/"}}}) == [
+        "--signal-url=http://op.example:8080"
+    ]
+    assert _signal_args({"operator": {"signal": {"enabled": False}}}) == []
+    assert _signal_args({"service": {"enabled": False}}) == [], "no Service, no url: trainers are not told"
+    for bad in ("gw:8080", "http://gw/?x=1"):
+        proc = template({"operator": {"signal": {"url": bad}}}, check=False)
+        assert proc.returncode != 0 and "url" in proc.stderr, proc.stderr
+    # metricsFrom narrows the port to the scrapers; trainer pods still reach their signal on it.
+    narrowed = {"networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"name": "mon"}}]}}
+    ingress = one(render(narrowed), "NetworkPolicy")["spec"]["ingress"]
+    (trainers,) = ingress[1:]
+    assert trainers["ports"] == [{"port": "http", "protocol": "TCP"}]
+    (peer,) = trainers["from"]
+    assert peer["namespaceSelector"] == {}
+    assert peer["podSelector"]["matchLabels"].items() <= common_labels("x").items()
+    off = {"networkPolicy": narrowed["networkPolicy"], "operator": {"signal": {"enabled": False}}}
+    assert len(one(render(off), "NetworkPolicy")["spec"]["ingress"]) == 1
+
+
 # -- image tag, helm test ---------------------------------------------------------------------------
 def app_version() -> str:
     return str(yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])

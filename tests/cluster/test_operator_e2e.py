@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from gridwise.devcluster import Cluster
-from gridwise.trainer_contract import EXIT_EARLY_STOP
+from gridwise.trainer_contract import EXIT_EARLY_STOP, METRIC_INTENSITY
 from tests.cluster.harness import (
     REPLAY_START,
     OperatorProcess,
@@ -528,6 +528,97 @@ def test_progress_and_energy_come_from_the_real_trainer(
     # SIGTERM before the last step: checkpointed and "stopped early", which the Job's podFailurePolicy
     # ignores; 0 would have completed the Job at partial progress.
     assert trainer.returncode == EXIT_EARLY_STOP, err.decode()[-2000:]
+
+
+def test_an_operator_run_trainer_reports_the_intensity_of_the_jobs_status(
+    cluster: Cluster, namespace: str, tmp_path: Path, operator_factory: Any
+) -> None:
+    """Issue 14: the real trainer, started with the env the operator put in the Job, reads the
+    operator's own reading (GRIDWISE_CARBON_URL -> GET /v1/signal/<ns>/<name>) and exports the
+    intensity the CarbonAwareJob's status shows; no --carbon-intensity, no provider credentials."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    from gridwise.devcluster import free_port
+
+    port, http_port = free_port(), free_port()
+    # The operator runs on the host: the URL it hands the Job must reach it from the host's trainer.
+    op = operator_factory(
+        http_port=http_port,
+        extra_args=(
+            "--trainer-metrics-port", str(port), "--signal-url", f"http://127.0.0.1:{http_port}",
+        ),
+    )  # fmt: skip
+    trace = trace_from(tmp_path, [217.5] * 48, history=217.5)
+    cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-",
+        input=caj_manifest("signal", trace=trace, work_gpu_hours=500, complete_within="30d",
+                           policy={"type": "agnostic"}),
+    )  # fmt: skip
+    wait_for("a running pod", lambda: running_pods(cluster, namespace, "signal"), log=op.log_tail)
+    created = job(cluster, namespace, "signal")
+    assert created is not None
+    (container,) = created["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    url = env["GRIDWISE_CARBON_URL"]
+    assert url == f"http://127.0.0.1:{http_port}/v1/signal/{namespace}/signal"
+    assert not [k for k in env if k.startswith("GRIDWISE_CARBON") and k != "GRIDWISE_CARBON_URL"]
+    # The Job's GRIDWISE_* env as the pod gets it; only paths and ports are the host's.
+    trainer_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GRIDWISE_")},
+        **{k: v for k, v in env.items() if k.startswith("GRIDWISE_")},
+        "GRIDWISE_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+        "GRIDWISE_METRICS_PORT": str(port),
+        "GRIDWISE_TOTAL_STEPS": "1000000",
+        "GRIDWISE_CARBON_POLL_SECONDS": "1",
+    }
+    trainer = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gridwise-trainer")),
+            "--model", "mlp", "--checkpoint-every", "100000", "--eval-every", "0", "--log-every", "0",
+        ],
+        env=trainer_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    metric = re.compile(rf'^{METRIC_INTENSITY}\{{signal_type="(\w+)"\}} (\S+)$', re.M)
+
+    def exported() -> tuple[str, float] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                found = metric.search(resp.read().decode())
+        except OSError:
+            return None  # not serving yet
+        return (found.group(1), float(found.group(2))) if found else None
+
+    try:
+        st = wait_for(
+            "the job's status intensity",
+            lambda: (s := status(cluster, namespace, "signal")).get("carbonIntensity") and s,
+            log=op.log_tail,
+        )
+        carbon = st["carbonIntensity"]
+        assert carbon["gramsPerKWh"] > 0 and not carbon["stale"]
+        signal_type, grams = wait_for(
+            "the trainer's intensity metric to equal the status",
+            lambda: (e := exported()) and e[1] == carbon["gramsPerKWh"] and e,
+            timeout=90,
+            log=lambda: f"trainer exported {exported()!r}, status {carbon!r}\n{op.log_tail()}",
+        )
+        assert grams == status(cluster, namespace, "signal")["carbonIntensity"]["gramsPerKWh"]
+        assert signal_type == carbon["signalType"]
+        # The operator's own answer, as the trainer read it.
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            doc = json.loads(resp.read())
+        assert (doc["gramsPerKWh"], doc["signalType"], doc["zone"]) == (grams, signal_type, "XX")
+    finally:
+        trainer.terminate()
+        _, err = trainer.communicate(timeout=60)
+    assert trainer.returncode == EXIT_EARLY_STOP, err.decode()[-2000:]
+    assert b"carbon intensity configured" not in err, "the trainer was told where the signal is"
 
 
 def test_kubectl_wait_for_complete_and_conventional_conditions(

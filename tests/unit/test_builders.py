@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from gridwise.api import parse_job_spec
 from gridwise.k8s.builders import build_job, build_scale_patch, build_trainer_env
@@ -97,3 +98,61 @@ def test_the_trainer_is_told_the_providers_signal_type() -> None:
     assert {e["name"]: e.get("value") for e in build_trainer_env(_spec(1, 1))}[
         "GRIDWISE_SIGNAL_TYPE"
     ] == "average"
+
+
+def test_with_a_signal_url_the_trainer_is_told_where_the_operators_reading_is() -> None:
+    """--signal-url: GRIDWISE_CARBON_URL points at this job's /v1/signal; without it, nothing is set."""
+    spec = _spec(1, 1)
+    assert "GRIDWISE_CARBON_URL" not in {e["name"] for e in build_trainer_env(spec)}
+    env = {e["name"]: e.get("value") for e in build_trainer_env(spec, "http://gw.gridwise.svc:8080/")}
+    assert env["GRIDWISE_CARBON_URL"] == "http://gw.gridwise.svc:8080/v1/signal/ns/j"
+    job = build_job(BODY, spec, replicas=1, signal_base="http://gw.gridwise.svc:8080")
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    assert {"name": "GRIDWISE_CARBON_URL", "value": "http://gw.gridwise.svc:8080/v1/signal/ns/j"} in c["env"]
+    # No credentials travel: the URL is the only carbon setting the pod gets.
+    assert [e["name"] for e in c["env"] if "CARBON" in e["name"]] == ["GRIDWISE_CARBON_URL"]
+
+
+def test_a_users_own_carbon_url_wins() -> None:
+    raw = {
+        "replicas": {"min": 1, "max": 1},
+        "work": {"gpuHours": 1, "totalSteps": 10},
+        "completeWithin": "1h",
+        "template": {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "t",
+                        "image": "i",
+                        "env": [{"name": "GRIDWISE_CARBON_URL", "value": "http://mine"}],
+                    }
+                ]
+            }
+        },
+    }
+    spec = parse_job_spec("j", "ns", raw, datetime(2030, 1, 1, tzinfo=UTC))
+    job = build_job(BODY, spec, replicas=1, signal_base="http://gw:8080")
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["value"] for e in env if e["name"] == "GRIDWISE_CARBON_URL"] == ["http://mine"]
+
+
+async def test_the_actuator_sets_the_url_without_changing_the_template_fingerprint() -> None:
+    """Turning --signal-url on (or moving the operator) is no pod-template edit: no Job is rebuilt."""
+    from gridwise.k8s.actuator import ANNOTATION_SHAPE, Actuator, shape_of
+    from gridwise.step import CREATE, Action
+
+    created: list[dict[str, Any]] = []
+
+    class Kube:
+        async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+            created.append(manifest)
+            return manifest
+
+    spec = _spec(1, 1)
+    await Actuator(Kube(), "http://gw:8080").apply(BODY, spec, 1, [Action(CREATE, replicas=1)])  # type: ignore[arg-type]
+    await Actuator(Kube()).apply(BODY, spec, 1, [Action(CREATE, replicas=1)])  # type: ignore[arg-type]
+    told, untold = created
+    env = {e["name"]: e.get("value") for e in told["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GRIDWISE_CARBON_URL"] == "http://gw:8080/v1/signal/ns/j"
+    assert told["metadata"]["annotations"][ANNOTATION_SHAPE] == shape_of(spec)
+    assert told["metadata"]["annotations"] == untold["metadata"]["annotations"]

@@ -221,3 +221,22 @@ async def test_transient_failures_back_off_without_stopping(env: Any) -> None:
     slow._not_before.clear()  # the backoff has passed
     again = await slow.tick(body(kube.statuses[-1]))
     assert again.written and again.retry_after is None
+
+
+async def test_each_tick_records_the_reading_it_decided_with_for_the_trainer(env: Any) -> None:
+    """GET /v1/signal serves the board: it must be the status's own carbonIntensity, tick by tick."""
+    from gridwise.job_signal import signal_document
+
+    reconciler, kube, clock = env
+    first = await reconciler.tick(body())
+    signal = reconciler.ctx.board.get("ns", "j")
+    assert signal is not None and signal.carbon == first.status["carbonIntensity"]
+    assert signal.carbon["gramsPerKWh"] == 900 and signal.time == T0
+    doc = signal_document("ns", "j", signal)
+    assert doc["gramsPerKWh"] == kube.statuses[-1]["carbonIntensity"]["gramsPerKWh"]
+    assert all(p["end"] > "2030-01-06T00:00:00Z" for p in doc["forecast"])
+    clock.advance(60)
+    later = await reconciler.tick(body(kube.statuses[-1], carbon={"provider": "static", "zone": "XX",
+                                                                  "staticGramsPerKWh": 150}))  # fmt: skip
+    assert reconciler.ctx.board.get("ns", "j").carbon == later.status["carbonIntensity"]
+    assert later.status["carbonIntensity"]["gramsPerKWh"] == 150

@@ -23,8 +23,10 @@ examples:
   gridwise-trainer --checkpoint-dir /tmp/run --total-steps 600 \\
       --compression '{"mixedPrecision": "bf16", "pruning": {"enabled": true, "amount": 0.5}}'
 
-  # what the operator does: everything through the environment
+  # what the operator does: everything through the environment. GRIDWISE_CARBON_URL is the
+  # operator's reading for this job; GRIDWISE_CARBON_INTENSITY (yours) the fallback while it is down
   GRIDWISE_CHECKPOINT_DIR=/ckpt GRIDWISE_TOTAL_STEPS=5000 GRIDWISE_CARBON_INTENSITY=210 \\
+  GRIDWISE_CARBON_URL=http://gridwise.gridwise-system.svc:8080/v1/signal/ml/train \\
   GRIDWISE_OBJECTIVE='{"accuracy": 1, "energy": 0.5, "carbon": 1}' gridwise-trainer
 
 compression JSON (GRIDWISE_COMPRESSION), every key optional:
@@ -152,7 +154,8 @@ OPTIONS: tuple[Option, ...] = (
         "GRIDWISE_CARBON_URL",
         "",
         _opt_str,
-        'URL returning {"grams_per_kwh": x, "signal_type": "average|marginal"}, polled',
+        'URL returning {"gramsPerKWh": x, "signalType": "average|marginal"}, polled; the operator '
+        "sets it to its own reading for the job (/v1/signal/<ns>/<name>)",
         "URL",
     ),
     Option(

@@ -121,7 +121,10 @@ def run_job(cfg: TrainerConfig, stop: threading.Event | None = None) -> JobOutco
         cfg.carbon_intensity, cfg.carbon_url, cfg.carbon_file, cfg.signal_type, cfg.carbon_poll_seconds
     )
     if intensity.read() is None:
-        log.warning("no carbon intensity configured: emissions and the Green Score will be n/a")
+        if cfg.carbon_url or cfg.carbon_file:
+            log.warning("no carbon intensity yet: emissions are n/a until the URL/file answers")
+        else:
+            log.warning("no carbon intensity configured: emissions and the Green Score will be n/a")
     counters = Counters(signal_type=cfg.signal_type)
     comp = cfg.compression
     try:

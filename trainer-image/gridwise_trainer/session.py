@@ -40,6 +40,7 @@ import torch
 from gridwise.trainer_contract import (
     ENV_CARBON_FILE,
     ENV_CARBON_INTENSITY,
+    ENV_CARBON_POLL_SECONDS,
     ENV_CARBON_URL,
     ENV_CHECKPOINT_DIR,
     ENV_JOB_NAME,
@@ -376,11 +377,17 @@ class Session:
         except ValueError:
             raise ConfigError(f"{ENV_CARBON_INTENSITY}={fixed!r} must be a number (gCO2/kWh)") from None
         path = env.get(ENV_CARBON_FILE, "").strip()
+        poll = env.get(ENV_CARBON_POLL_SECONDS, "").strip()
+        try:
+            poll_s = float(poll) if poll else 60.0
+        except ValueError:
+            raise ConfigError(f"{ENV_CARBON_POLL_SECONDS}={poll!r} must be a number of seconds") from None
         kw["intensity"] = IntensitySource(
             fixed_value,
             env.get(ENV_CARBON_URL, "").strip() or None,
             Path(path) if path else None,
             env.get(ENV_SIGNAL_TYPE, "average").strip() or "average",
+            poll_s,
         )
         kw.update(overrides)
         for need, var in (("checkpoint_dir", ENV_CHECKPOINT_DIR), ("total_steps", ENV_TOTAL_STEPS)):

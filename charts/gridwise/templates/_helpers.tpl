@@ -73,3 +73,17 @@ true
 app.kubernetes.io/managed-by: gridwise
 app.kubernetes.io/name: gridwise-trainer
 {{- end }}
+
+{{/*
+Base URL trainer pods reach the operator at (`--signal-url`): operator.signal.url, else the chart's Service.
+Empty when operator.signal is off, or without a Service and a url: trainers are then not told.
+*/}}
+{{- define "gridwise.signalURL" -}}
+{{- if .Values.operator.signal.enabled -}}
+{{- if .Values.operator.signal.url -}}
+{{- .Values.operator.signal.url | trimSuffix "/" -}}
+{{- else if .Values.service.enabled -}}
+{{- printf "http://%s.%s.svc:%d" (include "gridwise.fullname" .) .Release.Namespace (.Values.service.port | int) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}

@@ -41,7 +41,11 @@ def job_replicas(job: Mapping[str, Any]) -> int:
 
 
 def shape_of(spec: JobSpec) -> str:
-    """Fingerprint of what a Job's immutable part would be for this spec (pod template, mode)."""
+    """Fingerprint of what a Job's immutable part would be for this spec (pod template, mode).
+
+    Built without the signal URL: moving the operator (or turning --signal-url on) is not a
+    template edit, and must not rebuild Jobs; Jobs created before keep the env they were built with.
+    """
     doc = {"template": build_pod_template(spec), "indexed": is_elastic(spec)}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -51,8 +55,9 @@ def _stamp(generation: int, spec: JobSpec) -> dict[str, str]:
 
 
 class Actuator:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, signal_base: str | None = None) -> None:
         self._kube = kube
+        self._signal_base = signal_base
 
     async def apply(
         self, body: Mapping[str, Any], spec: JobSpec, generation: int, actions: Sequence[Action]
@@ -73,7 +78,7 @@ class Actuator:
         if action.kind == CREATE:
             if is_elastic(spec):
                 await self._kube.create(build_headless_service(body, spec))
-            job = build_job(body, spec, replicas=action.replicas, suspend=True)
+            job = build_job(body, spec, replicas=action.replicas, suspend=True, signal_base=self._signal_base)
             job["metadata"].setdefault("annotations", {}).update(_stamp(generation, spec))
             await self._kube.create(job)
         elif action.kind == DELETE:

@@ -13,7 +13,7 @@ from typing import Any
 
 from gridwise.api import API_VERSION, KIND, KUEUE_QUEUE_LABEL, LABEL_JOB, LABEL_MANAGED_BY, MANAGER, JobSpec
 from gridwise.carbon.registry import signal_type_for
-from gridwise.trainer_contract import EXIT_EARLY_STOP
+from gridwise.trainer_contract import ENV_CARBON_URL, EXIT_EARLY_STOP, signal_url
 
 METRICS_PORT = 9400
 RENDEZVOUS_PORT = 29400
@@ -55,8 +55,11 @@ def is_elastic(spec: JobSpec) -> bool:
     return spec.max_replicas > 1
 
 
-def build_trainer_env(spec: JobSpec) -> list[dict[str, Any]]:
+def build_trainer_env(spec: JobSpec, signal_base: str | None = None) -> list[dict[str, Any]]:
     """Env the trainer reads. Fixed for the Job's life: a Job's pod template is immutable.
+
+    `signal_base` is the URL pods reach the operator at (`--signal-url`): the trainer then polls the
+    operator's own reading for this job (GRIDWISE_CARBON_URL), so it needs no provider credentials.
 
     For elastic jobs the container command is left alone: the image's `gridwise-trainer` entrypoint
     sees GRIDWISE_NNODES and execs torchrun (c10d rendezvous hosted by index 0) with one DDP worker;
@@ -76,6 +79,8 @@ def build_trainer_env(spec: JobSpec) -> list[dict[str, Any]]:
         # Unset means the trainer's default ({"accuracy": 1}); an empty "{}" is an error there (no
         # positive weight), so a CarbonAwareJob without `objective` must not send one.
         env.append({"name": "GRIDWISE_OBJECTIVE", "value": json.dumps(dict(spec.objective), sort_keys=True)})
+    if signal_base:
+        env.append({"name": ENV_CARBON_URL, "value": signal_url(signal_base, spec.namespace, spec.name)})
     if is_elastic(spec):
         svc = job_name(spec.name)
         env += [
@@ -105,7 +110,12 @@ def _merge_env(existing: list[dict[str, Any]], ours: list[dict[str, Any]]) -> li
     return [*existing, *(e for e in ours if e["name"] not in names)]
 
 
-def build_pod_template(spec: JobSpec) -> dict[str, Any]:
+def build_pod_template(spec: JobSpec, signal_base: str | None = None) -> dict[str, Any]:
+    """The Job's pod template: the user's, plus our labels, env, ports and checkpoint volume.
+
+    `signal_base` only adds GRIDWISE_CARBON_URL; the pod-template fingerprint (actuator.shape_of) is
+    taken without it, so where the operator is reached never counts as an edit of the template.
+    """
     template = copy.deepcopy(dict(spec.template))
     meta = template.setdefault("metadata", {})
     meta.setdefault("labels", {}).update(common_labels(spec.name))
@@ -119,7 +129,7 @@ def build_pod_template(spec: JobSpec) -> dict[str, Any]:
     pod = template.setdefault("spec", {})
     pod["restartPolicy"] = "Never"  # podFailurePolicy requires it; pauses are not failures
     pod.setdefault("terminationGracePeriodSeconds", spec.grace_period_seconds)
-    env = build_trainer_env(spec)
+    env = build_trainer_env(spec, signal_base)
     for container in pod.get("containers", []):
         container["env"] = _merge_env(list(container.get("env") or []), env)
         ports = list(container.get("ports") or [])
@@ -146,7 +156,12 @@ def build_pod_template(spec: JobSpec) -> dict[str, Any]:
 
 
 def build_job(
-    body: Mapping[str, Any], spec: JobSpec, *, replicas: int, suspend: bool = True
+    body: Mapping[str, Any],
+    spec: JobSpec,
+    *,
+    replicas: int,
+    suspend: bool = True,
+    signal_base: str | None = None,
 ) -> dict[str, Any]:
     """The batch/v1 Job for a CarbonAwareJob. It starts suspended: the first plan decides when it runs."""
     replicas = max(spec.min_replicas, min(spec.max_replicas, replicas))
@@ -165,7 +180,7 @@ def build_job(
                 {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [EXIT_EARLY_STOP]}},
             ]
         },
-        "template": build_pod_template(spec),
+        "template": build_pod_template(spec, signal_base),
     }
     if is_elastic(spec):
         job_spec["completionMode"] = "Indexed"

@@ -127,6 +127,7 @@ async def run_job(
                 await asyncio.wait_for(wake.wait(), timeout=delay)
     finally:
         wakeups.forget(key)
+        reconciler.ctx.board.forget(*key)  # not reconciled here any more: /v1/signal reads the status
 
 
 def register(
@@ -180,6 +181,7 @@ def register(
         # The Job and Service go with their owner (garbage collection); the checkpoint PVC is not
         # owned, so it stays for a later run.
         reconciler.ctx.metrics.jobs.forget(namespace or "", name)
+        reconciler.ctx.board.forget(namespace or "", name)
         reconciler.forget(uid or "")
         wakeups.forget((namespace or "", name))
         generations.pop((namespace or "", name), None)

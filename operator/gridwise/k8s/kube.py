@@ -102,6 +102,21 @@ class Kube:
         items = (await _json(resp)).get("items", [])
         return [p for p in items if isinstance(p, dict)]
 
+    async def get_custom(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """A custom resource (e.g. a CarbonAwareJob) as a dict; None when it does not exist."""
+        api: Any = client.CustomObjectsApi(self.api)
+        try:
+            resp = await api.get_namespaced_custom_object(
+                group, version, namespace, plural, name, _preload_content=False
+            )
+            return await _json(resp)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from gridwise.api import (
 from gridwise.carbon import SignalReading
 from gridwise.carbon.registry import signal_type_for
 from gridwise.clock import Clock
+from gridwise.job_signal import JobSignal, SignalBoard, short_forecast
 from gridwise.k8s.actuator import ANNOTATION_GENERATION, ANNOTATION_SHAPE, Actuator, shape_of
 from gridwise.k8s.builders import METRICS_PORT, is_elastic, job_name
 from gridwise.k8s.kube import Kube
@@ -77,6 +78,10 @@ class OperatorContext:
     metrics: OperatorMetrics
     scraper: httpx.AsyncClient
     scrape_port: int = METRICS_PORT
+    # Where pods reach the operator's /v1/signal (--signal-url); None: trainers are not told.
+    signal_base: str | None = None
+    # Each job's last decided reading, for that endpoint; outlives a reconciler (shared per process).
+    board: SignalBoard = field(default_factory=SignalBoard)
 
 
 @dataclass(frozen=True)
@@ -206,7 +211,7 @@ class Reconciler:
         self._written: dict[str, tuple[dict[str, Any], datetime | None]] = {}
         self._write_failure: dict[str, str] = {}  # uid -> why its last status write failed
         self._backoff_s, self._max_backoff_s = backoff_s, max_backoff_s
-        self.actuator = Actuator(ctx.kube)
+        self.actuator = Actuator(ctx.kube, ctx.signal_base)
         self._locks: dict[str, asyncio.Lock] = {}
         # The last status each object's tick computed, written or not (the write failed): the next
         # tick starts from it when the watched body is older (a failed write, or a watch event
@@ -330,6 +335,12 @@ class Reconciler:
             self.ctx.metrics.decisions.labels(kind=result.decision, reason=result.decision_reason).inc()
         if result.spec is not None and result.status.get("progress") is not None:
             self._export(result.spec, result.status, observed.reading if observed else None, now)
+        if result.spec is not None:
+            # What this tick decided with is what the job's trainer reads (GET /v1/signal/...).
+            forecast = short_forecast(observed.reading.forecast, now) if observed is not None else ()
+            self.ctx.board.put(
+                res.namespace, res.name, JobSignal(result.status.get("carbonIntensity"), forecast, now)
+            )
         for event in result.events:
             level = logging.WARNING if event.type == WARNING else logging.INFO
             log.log(level, "%s: %s: %s", res.key, event.reason, event.message)

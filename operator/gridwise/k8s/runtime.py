@@ -27,20 +27,24 @@ from typing import Any
 
 import kopf
 from aiohttp import web
+from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from gridwise.api import GROUP
+from gridwise.api import GROUP, PLURAL, VERSION
 from gridwise.clock import Clock, SystemClock
+from gridwise.job_signal import SignalBoard
 from gridwise.k8s.builders import METRICS_PORT
 from gridwise.k8s.credentials import Credentials
 from gridwise.k8s.handlers import register
 from gridwise.k8s.kube import Kube
 from gridwise.k8s.lease import CannotLead, KubeLeaseAPI, LeaderElector, LeaseTiming
 from gridwise.k8s.reconciler import OperatorContext, Reconciler
+from gridwise.k8s.signal_api import SignalEndpoint
 from gridwise.k8s.wakeups import Wakeups
 from gridwise.metrics import OperatorMetrics
 from gridwise.progress import scrape_client
 from gridwise.signal_hub import SignalHub
+from gridwise.trainer_contract import SIGNAL_PATH
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,9 @@ class OperatorConfig:
     trainer_metrics_port: int = METRICS_PORT
     signal_ttl_s: float = 300.0
     signal_min_interval_s: float = 60.0
+    # Base URL pods reach this HTTP server at (e.g. http://gridwise.gridwise-system.svc:8080): the
+    # Jobs built then tell their trainers to read GET <it>/v1/signal/<ns>/<name>. None: they are not.
+    signal_base: str | None = None
     lease_timing: LeaseTiming = field(default_factory=LeaseTiming)
     # SIGTERM/SIGINT stop the operator (and release the Lease). Only for a process's main loop.
     handle_signals: bool = False
@@ -110,13 +117,15 @@ class LeadershipMetrics:
 
 class HealthServer:
     """/healthz (the process is alive), /readyz (it can serve: a standby, or a leader whose kopf
-    is up), /metrics (Prometheus). Leadership is the `gridwise_operator_leader` metric, not readiness:
-    otherwise standbys would hold `helm --wait` and `kubectl rollout status` back for ever."""
+    is up), /metrics (Prometheus), /v1/signal/<ns>/<name> (a job's grid reading, signal_api.py).
+    Leadership is the `gridwise_operator_leader` metric, not readiness: otherwise standbys would
+    hold `helm --wait` and `kubectl rollout status` back for ever."""
 
     def __init__(self, metrics: OperatorMetrics, host: str, port: int) -> None:
         self.metrics, self.host, self.port = metrics, host, port
         self.role = "starting"  # starting | standby | leader | stopping
         self.kopf_ready = False
+        self.signal: SignalEndpoint | None = None  # set once the API client exists
         self._runner: web.AppRunner | None = None
 
     @property
@@ -128,6 +137,7 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get(SIGNAL_PATH, self._signal)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -153,6 +163,11 @@ class HealthServer:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def _signal(self, request: web.Request) -> web.Response:
+        if self.signal is None:
+            return web.json_response({"error": "starting"}, status=503)
+        return await self.signal.handle(request)
+
 
 def _handle_signals(stop: asyncio.Event) -> None:
     """(Re)installs SIGTERM/SIGINT -> stop; kopf replaces them with its own while it runs."""
@@ -174,6 +189,7 @@ class _Shared:
     metrics: OperatorMetrics
     scraper: Any
     health: HealthServer
+    board: SignalBoard = field(default_factory=SignalBoard)
 
 
 async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asyncio.Event) -> None:
@@ -186,6 +202,8 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
         metrics=shared.metrics,
         scraper=shared.scraper,
         scrape_port=config.trainer_metrics_port,
+        signal_base=config.signal_base,
+        board=shared.board,
     )
     registry = kopf.OperatorRegistry()
     wakeups = Wakeups(config.clock, shared.signals, on_zone_wake=shared.metrics.zone_wakes.inc)
@@ -264,6 +282,8 @@ async def _act(shared: _Shared, stop: asyncio.Event, elector: LeaderElector | No
         return "stopped"
     finally:
         health.kopf_ready = False
+        # Out of the term, what this replica decided is history: /v1/signal reads the status instead.
+        shared.board.clear()
         for t in (*helpers, *([renew] if renew else [])):
             t.cancel()
         if not op.done():  # only when an error left this function early
@@ -330,6 +350,16 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
         scraper=scrape_client(config.scrape_timeout_s),
         health=health,
     )
+
+    async def caj(namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await kube.get_custom(GROUP, VERSION, PLURAL, namespace, name)
+        except ApiException as exc:
+            if exc.status == 403:  # a namespace this operator may not read: no job of ours
+                return None
+            raise
+
+    health.signal = SignalEndpoint(shared.board, caj, config.namespaces)
     try:
         if config.leader_election:
             lease_api = KubeLeaseAPI(

@@ -1,0 +1,29 @@
+"""`gridwise operator run --signal-url` (env GRIDWISE_SIGNAL_URL): the base URL trainers are told."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+def test_signal_url_flag_and_env_reach_the_operator_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gridwise.k8s.runtime as runtime
+    from gridwise.cli import build_parser, main
+
+    seen: list[runtime.OperatorConfig] = []
+
+    async def fake_run(config: runtime.OperatorConfig, stop: Any = None) -> None:
+        seen.append(config)
+
+    monkeypatch.setattr(runtime, "run_operator", fake_run)
+    monkeypatch.delenv("GRIDWISE_SIGNAL_URL", raising=False)
+    assert main(["operator", "run", "--no-leader-election"]) == 0
+    assert seen[-1].signal_base is None, "off unless asked: trainers are not told a URL nobody serves"
+    assert main(["operator", "run", "--signal-url", "http://gw.gridwise.svc:8080/"]) == 0
+    assert seen[-1].signal_base == "http://gw.gridwise.svc:8080"
+    monkeypatch.setenv("GRIDWISE_SIGNAL_URL", "http://from-env:8080")
+    assert main(["operator", "run"]) == 0 and seen[-1].signal_base == "http://from-env:8080"
+    for bad in ("gw:8080", "ftp://gw", "http://gw:8080/?x=1", "http://"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["operator", "run", "--signal-url", bad])
