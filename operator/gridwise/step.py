@@ -27,6 +27,7 @@ from gridwise.decide import (
     REASON_DEADLINE,
     SIGNAL_FOLLOWING_FORECAST,
     SIGNAL_FRESH,
+    SIGNAL_OWN_FORECAST,
     Decision,
     deadline_width,
     decide,
@@ -328,6 +329,9 @@ def _signal_condition(reading: SignalReading, now: datetime, gen: int) -> dict[s
     step_ = signal_step(reading, now)
     if step_ == SIGNAL_FRESH:
         return condition(SIGNAL_STALE, False, SIGNAL_FRESH, f"{reading.provider} answered", gen)
+    if step_ == SIGNAL_OWN_FORECAST:
+        # Not stale: the current value is fresh; only the provider's forecast is missing (its tier).
+        return condition(SIGNAL_STALE, False, step_, _own_forecast_message(reading), gen)
     if step_ == SIGNAL_FOLLOWING_FORECAST:
         return condition(
             SIGNAL_STALE, True, step_, f"{reading.reason}; following the last good forecast", gen
@@ -337,7 +341,14 @@ def _signal_condition(reading: SignalReading, now: datetime, gen: int) -> dict[s
     )
 
 
+def _own_forecast_message(reading: SignalReading) -> str:
+    detail = reading.reason.removeprefix("ok; ")
+    return f"{detail}; planning on the current value and gridwise's own forecast"
+
+
 def _signal_event(reading: SignalReading, cond: Mapping[str, Any]) -> Event:
+    if cond["reason"] == SIGNAL_OWN_FORECAST:
+        return Event(WARNING, SIGNAL_OWN_FORECAST, _own_forecast_message(reading))
     if cond["reason"] == SIGNAL_FOLLOWING_FORECAST:
         return Event(WARNING, SIGNAL_STALE, f"{reading.reason}; following the last good forecast")
     return Event(WARNING, SIGNAL_STALE, f"{reading.reason}; the job runs as its deadline requires")
@@ -475,7 +486,8 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
         sig,
     ]
     events: list[Event] = []
-    if sig["status"] == "True" and _is_new(old_conds, sig):
+    degraded = sig["status"] == "True" or sig["reason"] == SIGNAL_OWN_FORECAST
+    if degraded and _is_new(old_conds, sig):
         events.append(_signal_event(reading, sig))
     pauses = _recent_pauses(prior, now)
     job = observed.job

@@ -299,6 +299,21 @@ def test_the_stale_warning_is_posted_once() -> None:
     assert "CarbonSignalStale" not in reasons(r)
 
 
+def test_a_tier_limited_forecast_plans_on_our_own_forecast_and_says_so_once() -> None:
+    why = "electricitymaps: the forecast endpoint refused this key (HTTP 403: not in its plan)"
+    note = "forecast extended 47 h by the seasonal forecaster"
+    limited = replace(reading(), forecast_unavailable=why, reason=f"ok; {why}; {note}")
+    st = accepted_status(jobUID="job-uid")
+    r = step(res(), st, observed(job(), limited), NOW + timedelta(minutes=1))
+    sig = cond(r.status, "CarbonSignalStale")
+    assert sig["status"] == "False", "the current value is fresh"
+    assert sig["reason"] == "ProviderForecastUnavailable" and "HTTP 403" in sig["message"]
+    assert [e.type for e in r.events if e.reason == "ProviderForecastUnavailable"] == ["Warning"]
+    assert cond(r.status, "DeadlineAtRisk")["reason"] == "OnTrack", "planned, not run by the deadline alone"
+    again = step(res(), r.status, observed(job(), limited), NOW + timedelta(minutes=2))
+    assert "ProviderForecastUnavailable" not in reasons(again), "a Warning once, not every tick"
+
+
 def test_fail_safe_starts_a_paused_job_its_deadline_needs() -> None:
     st = accepted_status(jobUID="job-uid", progress=0.0)
     # 8 GPU-h at 3.24/h at 4 replicas take 2.5 h; 4 h left less the margin is too close to wait.
