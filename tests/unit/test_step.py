@@ -357,6 +357,23 @@ def test_the_trainers_progress_and_energy_win() -> None:
     assert r.status["measuredThroughput"] == {"1": 12.0}
 
 
+def test_a_measured_gpu_below_its_nameplate_avoids_nothing_on_a_flat_grid() -> None:
+    """1 replica of max 1 at 200 W measured (400 W nameplate): the baseline is measured-kind too."""
+    one = res(replicas={"min": 1, "max": 1}, policy={"type": "agnostic"})
+    st = accepted_status(jobUID="job-uid")
+    st["accounting"] = {**st["accounting"], "workingPods": 1, "drawingPods": 1, "trainerEnergyJoules": 0.0}
+    running = job(suspended=False, parallelism=1, indexed=False)
+    status = st
+    for hour in (1, 2):  # twice: the totals round-trip through the status
+        sample = TrainerSample(progress=hour / 8, energy_joules=200.0 * 3600 * hour, workers=1, throughput={})
+        obs = observed(running, pods=Usage(1, 1), pods_present=1, trainer=sample)
+        status = step(one, status, obs, NOW + timedelta(hours=hour)).status
+    assert status["energyJoules"] == pytest.approx(2 * 200 * 3600)
+    assert status["avoidedEmissions"]["widthGrams"] == pytest.approx(0.0, abs=1e-3)
+    assert status["avoidedEmissions"]["timingGrams"] == pytest.approx(0.0, abs=1e-3)
+    assert status["baselineEmissionsGrams"] == pytest.approx(status["emissionsGrams"], abs=1e-3)
+
+
 def test_avoided_emissions_are_reported_in_two_parts() -> None:
     st = accepted_status(jobUID="job-uid")
     st["accounting"] = {**st["accounting"], "workingPods": 1, "drawingPods": 1}
