@@ -570,7 +570,8 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
                 Event(NORMAL, "JobCreated", f"created Job {spec.name} (suspended until the first plan)")
             )
         conds.append(condition(DEADLINE_AT_RISK, "Unknown", "NoPlan", "no plan until the Job exists", gen))
-        return finish("Pending", 0, 0, (create,), extra={"recreate": None, "jobUID": None})
+        # jobUID stays: if this create fails, the next tick still knows a Job existed (JobMissing).
+        return finish("Pending", 0, 0, (create,), extra={"recreate": None})
 
     # -- a Job with our name that is not ours -------------------------------------------------------
     if job.owner == OWNER_OTHER:

@@ -148,6 +148,19 @@ def test_an_externally_deleted_job_is_recreated_with_a_warning() -> None:
     assert cond(r.status, "Reconciled")["reason"] == "JobMissing"
 
 
+def test_a_failed_recreate_still_warns_that_the_job_is_missing() -> None:
+    st = accepted_status(jobUID="job-uid", phase="Running", replicas=2)
+    r = step(res(), st, observed(None), NOW + timedelta(minutes=5))
+    failed = act_failed(r, "JobCreateFailed", "Job create failed: HTTP 403: forbidden", NOW, 1)
+    assert failed.status["jobUID"] == "job-uid", "the old Job's UID is kept until a new one exists"
+    again = step(res(), failed.status, observed(None), NOW + timedelta(minutes=6))
+    assert "JobCreated" not in reasons(again), "not an ordinary first creation"
+    assert cond(again.status, "Reconciled")["reason"] == "JobMissing"
+    assert [e.type for e in again.events if e.reason == "JobMissing"] == ["Warning"]
+    created = step(res(), again.status, observed(job(uid="job-uid-2")), NOW + timedelta(minutes=7))
+    assert created.status["jobUID"] == "job-uid-2"
+
+
 def test_a_job_that_lost_its_owner_reference_is_adopted_and_reported() -> None:
     st = accepted_status(jobUID="job-uid")
     r = step(res(), st, observed(job(owner=OWNER_NONE, suspended=False)), NOW + timedelta(minutes=1))
