@@ -10,11 +10,14 @@ job keeps (or starts) running when its deadline needs it.
 Status follows the Kubernetes API conventions: conditions carry observedGeneration, `Complete` and
 `Failed` summarize the outcome (`kubectl wait --for=condition=Complete`), `phase` is a convenience.
 `status.observedGeneration` is the generation whose spec the Job now reflects (or that was refused
-with a condition), not merely the last one read.
+with a condition), not merely the last one read. An invalid edit to a job whose Job exists is
+refused (`SpecApplied=False`/`InvalidSpec`) and the job keeps running by the last accepted spec,
+kept in `status.acceptedSpec`: the Job is never left running unguarded.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -439,6 +442,7 @@ def build_status(
         },
         "conditions": merge_conditions(previous.get("conditions") or [], conditions, now),
         "recreate": previous.get("recreate"),
+        "acceptedSpec": previous.get("acceptedSpec"),
         "lastTransitionTime": previous.get("lastTransitionTime"),
         "carbonIntensity": _carbon_status(reading, now) if reading is not None else None,
         "nextChange": None,
@@ -457,6 +461,53 @@ def build_status(
     return status
 
 
+# -- which spec to act on ---------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able copy of a spec (kopf hands out mapping views, not dicts)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def spec_json(spec: Mapping[str, Any]) -> str:
+    return json.dumps(_plain(spec), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class EffectiveSpec:
+    """The spec a tick acts on; `refused` says why the current one is not it ("" when it is)."""
+
+    spec: JobSpec
+    raw_json: str  # what status.acceptedSpec keeps
+    refused: str = ""
+
+
+def effective_spec(res: Resource, status: Mapping[str, Any], now: datetime) -> EffectiveSpec:
+    """The current spec if it is valid; else, once a Job exists, the last accepted one.
+
+    CEL cannot catch every invalid edit (a deadline past the horizon counts from acceptedTime,
+    which CEL does not see). A running Job must not be left unguarded for it: the edit is refused
+    and the job runs by the spec it had. Raises SpecError when there is nothing to fall back on.
+    """
+    accepted = parse_time(status["acceptedTime"]) if status.get("acceptedTime") else now
+    try:
+        return EffectiveSpec(parse_job_spec(res.name, res.namespace, res.spec, accepted), spec_json(res.spec))
+    except SpecError as exc:
+        stored = status.get("acceptedSpec")
+        if not status.get("jobUID") or not isinstance(stored, str):
+            raise
+        try:
+            last = json.loads(stored)
+            spec = parse_job_spec(res.name, res.namespace, last, accepted)
+        except (ValueError, TypeError, AttributeError):  # SpecError is a ValueError
+            raise exc from None
+        return EffectiveSpec(spec, stored, str(exc))
+
+
 # -- the step --------------------------------------------------------------------------------------
 
 
@@ -465,11 +516,11 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
     prior = dict(status)
     old_conds: list[Mapping[str, Any]] = list(prior.get("conditions") or [])
     gen = res.generation
-    accepted = parse_time(prior["acceptedTime"]) if prior.get("acceptedTime") else now
     try:
-        spec = parse_job_spec(res.name, res.namespace, res.spec, accepted)
+        effective = effective_spec(res, prior, now)
     except SpecError as exc:
         return _refused(prior, now, gen, str(exc))
+    spec = effective.spec
     if _terminal(prior):
         return StepResult(status=prior, spec=spec, prior=prior)
     if not prior.get("acceptedTime") and spec.deadline <= now:
@@ -521,7 +572,11 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
             conds.append(rc)
         if rc["status"] == "False" and _is_new(old_conds, rc):
             events.append(Event(WARNING, rc["reason"], rc["message"]))
+        if effective.refused:
+            conds[:] = [c for c in conds if c["type"] != SPEC_APPLIED]
+            conds.append(_invalid_edit(old_conds, events, effective.refused, gen))
         base = dict(prior)
+        base["acceptedSpec"] = effective.raw_json
         if applied:
             base["observedGeneration"] = gen
         out = build_status(
@@ -675,8 +730,8 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
         return finish("Pending", 0, 0, tuple(change), applied=False, extra=extra)
 
     extra["recreate"] = None  # an edit reverted mid-rebuild needs no rebuild
-    if job.generation != gen or job.shape is None:
-        change.append(Action(ANNOTATE))
+    if (job.generation != gen or job.shape is None) and not effective.refused:
+        change.append(Action(ANNOTATE))  # while an edit is refused, the Job does not reflect `gen`
     conds.append(condition(SPEC_APPLIED, True, "Applied", "the Job reflects this generation", gen))
 
     # -- decide ------------------------------------------------------------------------------------
@@ -734,6 +789,18 @@ def _shape_changed(job: JobState, observed: Observed, gen: int) -> bool:
     )
 
 
+def _invalid_edit(
+    old_conds: Sequence[Mapping[str, Any]], events: list[Event], why: str, gen: int
+) -> dict[str, Any]:
+    """SpecApplied=False/InvalidSpec for an edit refused on a job whose Job runs; a Warning once."""
+    message = f"generation {gen} refused, the Job keeps running by the last accepted spec: {why}"
+    cond = condition(SPEC_APPLIED, False, "InvalidSpec", message, gen)
+    prev = _find(old_conds, SPEC_APPLIED)
+    if _is_new(old_conds, cond) or (prev is not None and prev.get("message") != cond["message"]):
+        events.append(Event(WARNING, "InvalidSpec", message))
+    return cond
+
+
 def _refused(prior: Mapping[str, Any], now: datetime, gen: int, message: str) -> StepResult:
     conds = list(prior.get("conditions") or [])
     failed = condition(FAILED, True, "InvalidSpec", message, gen)
@@ -785,8 +852,7 @@ def fail_safe(
     gen = res.generation
     change: tuple[Action, ...] = ()
     try:
-        accepted = parse_time(prior["acceptedTime"]) if prior.get("acceptedTime") else now
-        spec = parse_job_spec(res.name, res.namespace, res.spec, accepted)
+        spec: JobSpec | None = effective_spec(res, prior, now).spec
     except SpecError:
         spec = None
     if (

@@ -270,6 +270,44 @@ def test_an_invalid_spec_fails_with_one_warning_and_recovers_when_fixed() -> Non
     assert fixed.status["phase"] != "Failed" and cond(fixed.status, "Failed")["status"] == "False"
 
 
+def test_an_invalid_edit_to_a_running_job_is_refused_and_the_job_runs_by_its_last_spec() -> None:
+    """A deadline past the 90-day horizon (CEL cannot see acceptedTime): never Failed while the Job runs."""
+    agnostic = {"type": "agnostic"}
+    first = step(res(policy=agnostic), {}, observed(None), NOW)
+    st = dict(first.status, jobUID="job-uid")
+    beyond = {"deadline": "2030-06-01T00:00:00Z", "completeWithin": None, "policy": agnostic}
+    t = NOW + timedelta(minutes=1)
+    r = step(res(2, **beyond), st, observed(job()), t)
+    assert r.status["phase"] == "Running", "the phase is kept, not Failed"
+    assert cond(r.status, "Failed")["status"] == "False"
+    applied = cond(r.status, "SpecApplied")
+    assert applied["status"] == "False" and applied["reason"] == "InvalidSpec"
+    assert "horizon" in applied["message"] and applied["observedGeneration"] == 2
+    assert [e.type for e in r.events if e.reason == "InvalidSpec"] == ["Warning"]
+    # It keeps acting by the last accepted spec: its deadline, its policy (run now at max).
+    assert r.spec is not None and r.spec.deadline == NOW + timedelta(hours=24)
+    assert r.status["deadline"] == "2030-01-07T00:00:00Z"
+    assert r.change == (Action(SCALE, replicas=4, suspend=False, indexed=True),)
+    assert Action(ANNOTATE) not in r.change, "the Job is not stamped with a generation it does not reflect"
+    assert r.status["observedGeneration"] == 2, "refused with a condition counts as acted on"
+    again = step(res(2, **beyond), r.status, observed(job(suspended=False)), t + timedelta(minutes=1))
+    assert "InvalidSpec" not in reasons(again), "a Warning once, not every tick"
+    assert again.status["phase"] == "Running" and again.status["acceptedSpec"] == st["acceptedSpec"]
+    # Fixed: the new spec is accepted and applied.
+    running = observed(job(suspended=False))
+    fixed = step(res(3, policy=agnostic), again.status, running, t + timedelta(minutes=2))
+    assert cond(fixed.status, "SpecApplied")["reason"] == "Applied"
+    assert fixed.status["observedGeneration"] == 3
+    assert not any(e.reason == "InvalidSpec" for e in fixed.events)
+
+
+def test_fail_safe_guards_the_deadline_by_the_last_accepted_spec() -> None:
+    st = dict(accepted_status(jobUID="job-uid"), progress=0.0)
+    bad = res(2, deadline="2030-06-01T00:00:00Z", completeWithin=None)
+    r = fail_safe(bad, st, job(), NOW + timedelta(hours=20), "InternalError", "reconcile failed: KeyError")
+    assert r.change and r.change[0].kind == SCALE and not r.change[0].suspend
+
+
 # -- failures in a tick --------------------------------------------------------------------------
 
 
