@@ -250,10 +250,7 @@ def totals_from(status: Mapping[str, Any]) -> Totals:
         emissions_grams=float(status.get("emissionsGrams", 0.0)),
         work_done_gpu_hours=float(acc.get("workDoneGPUHours", 0.0)),
         baseline_energy_joules=float(acc.get("baselineEnergyJoules", 0.0)),
-        # The modelled baseline; a status from before baselineModelEmissionsGrams held it at the top.
-        baseline_emissions_grams=float(
-            acc.get("baselineModelEmissionsGrams", status.get("baselineEmissionsGrams", 0.0))
-        ),
+        baseline_emissions_grams=float(status.get("baselineEmissionsGrams", 0.0)),
         baseline_work_gpu_hours=float(acc.get("baselineWorkGPUHours", 0.0)),
         unpriced_energy_joules=float(acc.get("unpricedEnergyJoules", 0.0)),
         unpriced_baseline_energy_joules=float(acc.get("unpricedBaselineEnergyJoules", 0.0)),
@@ -416,7 +413,9 @@ def build_status(
         "progressSource": accounted.source,
         "energyJoules": round(totals.energy_joules, 3),
         "emissionsGrams": round(totals.emissions_grams, 3),
-        "baselineEmissionsGrams": round(totals.scaled_baseline_emissions_grams, 3),
+        # Modelled, as read back next tick: scaled only where it is compared (avoided), so a CRD
+        # that prunes accounting.modelEnergyJoules degrades to the model instead of compounding.
+        "baselineEmissionsGrams": round(totals.baseline_emissions_grams, 3),
         "avoidedEmissionsGrams": round(avoided.total_grams, 3),
         "avoidedEmissions": {
             "timingGrams": round(avoided.timing_grams, 3),
@@ -431,7 +430,6 @@ def build_status(
             "workDoneGPUHours": totals.work_done_gpu_hours,
             "baselineWorkGPUHours": totals.baseline_work_gpu_hours,
             "baselineEnergyJoules": totals.baseline_energy_joules,
-            "baselineModelEmissionsGrams": totals.baseline_emissions_grams,
             "modelEnergyJoules": totals.model_energy_joules,
             "unpricedEnergyJoules": totals.unpriced_energy_joules,
             "unpricedBaselineEnergyJoules": totals.unpriced_baseline_energy_joules,

@@ -422,7 +422,29 @@ def test_a_measured_gpu_below_its_nameplate_avoids_nothing_on_a_flat_grid() -> N
     assert status["energyJoules"] == pytest.approx(2 * 200 * 3600)
     assert status["avoidedEmissions"]["widthGrams"] == pytest.approx(0.0, abs=1e-3)
     assert status["avoidedEmissions"]["timingGrams"] == pytest.approx(0.0, abs=1e-3)
-    assert status["baselineEmissionsGrams"] == pytest.approx(status["emissionsGrams"], abs=1e-3)
+    scale = status["energyJoules"] / status["accounting"]["modelEnergyJoules"]
+    assert scale == pytest.approx(0.5), "200 W measured of a 400 W nameplate"
+    assert status["baselineEmissionsGrams"] * scale == pytest.approx(status["emissionsGrams"], abs=1e-3)
+
+
+def test_a_crd_that_prunes_the_model_energy_does_not_shrink_the_baseline() -> None:
+    """An operator upgraded without its CRD (Helm never upgrades CRDs): the new field is pruned."""
+    one = res(replicas={"min": 1, "max": 1}, policy={"type": "agnostic"})
+    status = accepted_status(jobUID="job-uid")
+    status["accounting"] = {
+        **status["accounting"],
+        "workingPods": 1,
+        "drawingPods": 1,
+        "trainerEnergyJoules": 0.0,
+    }
+    running = job(suspended=False, parallelism=1, indexed=False)
+    for hour in (1, 2, 3):
+        sample = TrainerSample(progress=hour / 8, energy_joules=200.0 * 3600 * hour, workers=1, throughput={})
+        obs = observed(running, pods=Usage(1, 1), pods_present=1, trainer=sample)
+        status = step(one, status, obs, NOW + timedelta(hours=hour)).status
+        status["accounting"] = {k: v for k, v in status["accounting"].items() if k != "modelEnergyJoules"}
+    # 3 h at 1 x 400 W at 100 g/kWh: the modelled baseline, not one scaled again every tick.
+    assert status["baselineEmissionsGrams"] == pytest.approx(3 * 0.4 * 100, abs=1e-3)
 
 
 def test_avoided_emissions_are_reported_in_two_parts() -> None:
