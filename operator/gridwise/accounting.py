@@ -14,6 +14,12 @@ wrote into the CarbonAwareJob's status and loses nothing. What it counts, and wh
 - Avoided emissions are split into a timing part (same energy, the baseline's intensity) and a
   width part (the baseline's extra or saved energy per unit of work, at the baseline's
   intensity); the two add up to the total.
+- The baseline is of the same kind as the job's own energy. It is modelled (max replicas at
+  powerPerReplicaWatts), and scaled by the job's energy over what that model gives for the
+  job's own pods over the same intervals: with the trainer measuring a GPU that draws half its
+  nameplate, the baseline draws half too, and the width part is about width alone. The ratio is
+  cumulative and applies to the whole baseline, because the baseline mostly runs while the job
+  is paused and nothing is measured.
 """
 
 from __future__ import annotations
@@ -70,25 +76,40 @@ class Totals:
     # Energy used while no carbon reading existed yet; priced at the first reading.
     unpriced_energy_joules: float = 0.0
     unpriced_baseline_energy_joules: float = 0.0
+    # What the nameplate model gives for the job's own pods over the intervals accounted so far.
+    # None: nothing was ever measured (totals from before this field), i.e. equal to energy_joules.
+    model_energy_joules: float | None = None
+
+    @property
+    def baseline_scale(self) -> float:
+        """The job's energy over the model's for it: scales the modelled baseline to the same kind."""
+        model = self.energy_joules if self.model_energy_joules is None else self.model_energy_joules
+        return self.energy_joules / model if model > 0 else 1.0
+
+    @property
+    def scaled_baseline_emissions_grams(self) -> float:
+        """The baseline's emissions, of the same kind as the job's (measured where the job's are)."""
+        return self.baseline_emissions_grams * self.baseline_scale
 
     @property
     def baseline_grams_per_gpu_hour(self) -> float | None:
         if self.baseline_work_gpu_hours <= 0:
             return None
-        return self.baseline_emissions_grams / self.baseline_work_gpu_hours
+        return self.scaled_baseline_emissions_grams / self.baseline_work_gpu_hours
 
     def avoided(self) -> Avoided:
         """Baseline emissions for the work done so far, less the emissions, as timing + width.
 
         With e = J per GPU-hour of work and i = g per J: avoided = W*eB*iB - W*eA*iA
-        = W*eA*(iB - iA) [timing] + W*(eB - eA)*iB [width].
+        = W*eA*(iB - iA) [timing] + W*(eB - eA)*iB [width]. eB is the modelled baseline's, scaled
+        by `baseline_scale` (iB is a ratio of the two baseline sums, which the scale leaves alone).
         """
         work = self.work_done_gpu_hours
         priced = self.energy_joules - self.unpriced_energy_joules
         base_priced = self.baseline_energy_joules - self.unpriced_baseline_energy_joules
         if work <= 0 or self.baseline_work_gpu_hours <= 0 or base_priced <= 0:
             return Avoided()
-        e_b = self.baseline_energy_joules / self.baseline_work_gpu_hours
+        e_b = self.baseline_scale * self.baseline_energy_joules / self.baseline_work_gpu_hours
         i_b = self.baseline_emissions_grams / base_priced
         e_a = self.energy_joules / work
         i_a = self.emissions_grams / priced if priced > 0 else i_b
@@ -168,6 +189,10 @@ def advance(
     `intensities` are (from, gCO2/kWh) changes in time order; None means no reading. Measured
     energy (the trainer's counter) and work (its progress) replace the model's estimates for the
     whole interval and are spread over its pieces in proportion to the model's energy and time.
+    The baseline's energy stays modelled here; `model_energy_joules` keeps what the model gave for
+    the job's pods over the same interval, so `Totals.baseline_scale` (measured over modelled)
+    makes the baseline the same kind as the job's energy. An interval the model gives nothing for
+    cannot calibrate it and counts as measured = modelled.
     """
     if end <= start:
         return totals
@@ -185,7 +210,9 @@ def advance(
         energy = model.power_per_replica_watts * (usage.working * busy + idle_drawing * seconds)
         modeled.append((energy, work))
     model_energy = sum(e for e, _ in modeled)
-    out = totals
+    added = measured_energy_joules if measured_energy_joules is not None else model_energy
+    model_before = totals.energy_joules if totals.model_energy_joules is None else totals.model_energy_joules
+    out = replace(totals, model_energy_joules=model_before + (model_energy if model_energy > 0 else added))
     base_remaining = max(0.0, model.work_gpu_hours - totals.baseline_work_gpu_hours)
     base_rate = throughput(model.max_replicas, model.scaling_efficiency)
     work_left = max(0.0, model.work_gpu_hours - totals.work_done_gpu_hours)

@@ -3,7 +3,8 @@
 Pure: the operator, the demo and the tests call it with what they observed. The planner
 says what is cleanest; this module adds the operator's safety rules on top:
 
-- a signal degrades in steps: fresh -> stale but still inside the last good forecast (keep
+- a signal degrades in steps: fresh -> fresh current value, but the provider's forecast refused
+  (its paid tier; plan on our own forecast) -> stale but still inside the last good forecast (keep
   following that forecast) -> nothing covers now (run at the width the deadline requires, never
   paused, never blindly at max);
 - the deadline guard overrides the pause budget;
@@ -12,7 +13,7 @@ says what is cleanest; this module adds the operator's safety rules on top:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from gridwise.api import JobSpec
@@ -45,6 +46,7 @@ KINDS = ("pause", "resume", "scale")
 
 # Signal steps (the CarbonSignalStale condition's reasons).
 SIGNAL_FRESH = "Fresh"
+SIGNAL_OWN_FORECAST = "ProviderForecastUnavailable"
 SIGNAL_FOLLOWING_FORECAST = "FollowingLastForecast"
 SIGNAL_NONE = "NoUsableSignal"
 
@@ -130,7 +132,7 @@ def decide(
         throughput_table=throughput_table,
     )
     if not reading.stale:
-        return decision
+        return replace(decision, signal=_signal_step(reading, now))
     reason = decision.reason if decision.reason == REASON_DEADLINE else REASON_STALE_FORECAST
     return Decision(
         decision.replicas,
@@ -146,12 +148,13 @@ def decide(
 
 def _signal_step(reading: SignalReading, now: datetime) -> str:
     if not reading.stale and _covering(reading, now) is not None:
-        return SIGNAL_FRESH
+        return SIGNAL_OWN_FORECAST if reading.forecast_unavailable else SIGNAL_FRESH
     return SIGNAL_NONE if _covering(reading, now) is None else SIGNAL_FOLLOWING_FORECAST
 
 
 def signal_step(reading: SignalReading | None, now: datetime) -> str:
-    """Which degradation step a reading is in: Fresh, FollowingLastForecast or NoUsableSignal."""
+    """Which degradation step a reading is in, best first: Fresh, ProviderForecastUnavailable,
+    FollowingLastForecast or NoUsableSignal."""
     return SIGNAL_NONE if reading is None else _signal_step(reading, now)
 
 

@@ -10,11 +10,14 @@ job keeps (or starts) running when its deadline needs it.
 Status follows the Kubernetes API conventions: conditions carry observedGeneration, `Complete` and
 `Failed` summarize the outcome (`kubectl wait --for=condition=Complete`), `phase` is a convenience.
 `status.observedGeneration` is the generation whose spec the Job now reflects (or that was refused
-with a condition), not merely the last one read.
+with a condition), not merely the last one read. An invalid edit to a job whose Job exists is
+refused (`SpecApplied=False`/`InvalidSpec`) and the job keeps running by the last accepted spec,
+kept in `status.acceptedSpec`: the Job is never left running unguarded.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -27,6 +30,7 @@ from gridwise.decide import (
     REASON_DEADLINE,
     SIGNAL_FOLLOWING_FORECAST,
     SIGNAL_FRESH,
+    SIGNAL_OWN_FORECAST,
     Decision,
     deadline_width,
     decide,
@@ -250,6 +254,9 @@ def totals_from(status: Mapping[str, Any]) -> Totals:
         baseline_work_gpu_hours=float(acc.get("baselineWorkGPUHours", 0.0)),
         unpriced_energy_joules=float(acc.get("unpricedEnergyJoules", 0.0)),
         unpriced_baseline_energy_joules=float(acc.get("unpricedBaselineEnergyJoules", 0.0)),
+        model_energy_joules=(
+            float(acc["modelEnergyJoules"]) if acc.get("modelEnergyJoules") is not None else None
+        ),
     )
 
 
@@ -328,6 +335,9 @@ def _signal_condition(reading: SignalReading, now: datetime, gen: int) -> dict[s
     step_ = signal_step(reading, now)
     if step_ == SIGNAL_FRESH:
         return condition(SIGNAL_STALE, False, SIGNAL_FRESH, f"{reading.provider} answered", gen)
+    if step_ == SIGNAL_OWN_FORECAST:
+        # Not stale: the current value is fresh; only the provider's forecast is missing (its tier).
+        return condition(SIGNAL_STALE, False, step_, _own_forecast_message(reading), gen)
     if step_ == SIGNAL_FOLLOWING_FORECAST:
         return condition(
             SIGNAL_STALE, True, step_, f"{reading.reason}; following the last good forecast", gen
@@ -337,7 +347,14 @@ def _signal_condition(reading: SignalReading, now: datetime, gen: int) -> dict[s
     )
 
 
+def _own_forecast_message(reading: SignalReading) -> str:
+    detail = reading.reason.removeprefix("ok; ")
+    return f"{detail}; planning on the current value and gridwise's own forecast"
+
+
 def _signal_event(reading: SignalReading, cond: Mapping[str, Any]) -> Event:
+    if cond["reason"] == SIGNAL_OWN_FORECAST:
+        return Event(WARNING, SIGNAL_OWN_FORECAST, _own_forecast_message(reading))
     if cond["reason"] == SIGNAL_FOLLOWING_FORECAST:
         return Event(WARNING, SIGNAL_STALE, f"{reading.reason}; following the last good forecast")
     return Event(WARNING, SIGNAL_STALE, f"{reading.reason}; the job runs as its deadline requires")
@@ -396,6 +413,8 @@ def build_status(
         "progressSource": accounted.source,
         "energyJoules": round(totals.energy_joules, 3),
         "emissionsGrams": round(totals.emissions_grams, 3),
+        # Modelled, as read back next tick: scaled only where it is compared (avoided), so a CRD
+        # that prunes accounting.modelEnergyJoules degrades to the model instead of compounding.
         "baselineEmissionsGrams": round(totals.baseline_emissions_grams, 3),
         "avoidedEmissionsGrams": round(avoided.total_grams, 3),
         "avoidedEmissions": {
@@ -411,6 +430,7 @@ def build_status(
             "workDoneGPUHours": totals.work_done_gpu_hours,
             "baselineWorkGPUHours": totals.baseline_work_gpu_hours,
             "baselineEnergyJoules": totals.baseline_energy_joules,
+            "modelEnergyJoules": totals.model_energy_joules,
             "unpricedEnergyJoules": totals.unpriced_energy_joules,
             "unpricedBaselineEnergyJoules": totals.unpriced_baseline_energy_joules,
             "trainerEnergyJoules": accounted.trainer_energy,
@@ -420,6 +440,7 @@ def build_status(
         },
         "conditions": merge_conditions(previous.get("conditions") or [], conditions, now),
         "recreate": previous.get("recreate"),
+        "acceptedSpec": previous.get("acceptedSpec"),
         "lastTransitionTime": previous.get("lastTransitionTime"),
         "carbonIntensity": _carbon_status(reading, now) if reading is not None else None,
         "nextChange": None,
@@ -438,6 +459,53 @@ def build_status(
     return status
 
 
+# -- which spec to act on ---------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able copy of a spec (kopf hands out mapping views, not dicts)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def spec_json(spec: Mapping[str, Any]) -> str:
+    return json.dumps(_plain(spec), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class EffectiveSpec:
+    """The spec a tick acts on; `refused` says why the current one is not it ("" when it is)."""
+
+    spec: JobSpec
+    raw_json: str  # what status.acceptedSpec keeps
+    refused: str = ""
+
+
+def effective_spec(res: Resource, status: Mapping[str, Any], now: datetime) -> EffectiveSpec:
+    """The current spec if it is valid; else, once a Job exists, the last accepted one.
+
+    CEL cannot catch every invalid edit (a deadline past the horizon counts from acceptedTime,
+    which CEL does not see). A running Job must not be left unguarded for it: the edit is refused
+    and the job runs by the spec it had. Raises SpecError when there is nothing to fall back on.
+    """
+    accepted = parse_time(status["acceptedTime"]) if status.get("acceptedTime") else now
+    try:
+        return EffectiveSpec(parse_job_spec(res.name, res.namespace, res.spec, accepted), spec_json(res.spec))
+    except SpecError as exc:
+        stored = status.get("acceptedSpec")
+        if not status.get("jobUID") or not isinstance(stored, str):
+            raise
+        try:
+            last = json.loads(stored)
+            spec = parse_job_spec(res.name, res.namespace, last, accepted)
+        except (ValueError, TypeError, AttributeError):  # SpecError is a ValueError
+            raise exc from None
+        return EffectiveSpec(spec, stored, str(exc))
+
+
 # -- the step --------------------------------------------------------------------------------------
 
 
@@ -446,11 +514,11 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
     prior = dict(status)
     old_conds: list[Mapping[str, Any]] = list(prior.get("conditions") or [])
     gen = res.generation
-    accepted = parse_time(prior["acceptedTime"]) if prior.get("acceptedTime") else now
     try:
-        spec = parse_job_spec(res.name, res.namespace, res.spec, accepted)
+        effective = effective_spec(res, prior, now)
     except SpecError as exc:
         return _refused(prior, now, gen, str(exc))
+    spec = effective.spec
     if _terminal(prior):
         return StepResult(status=prior, spec=spec, prior=prior)
     if not prior.get("acceptedTime") and spec.deadline <= now:
@@ -475,7 +543,8 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
         sig,
     ]
     events: list[Event] = []
-    if sig["status"] == "True" and _is_new(old_conds, sig):
+    degraded = sig["status"] == "True" or sig["reason"] == SIGNAL_OWN_FORECAST
+    if degraded and _is_new(old_conds, sig):
         events.append(_signal_event(reading, sig))
     pauses = _recent_pauses(prior, now)
     job = observed.job
@@ -501,7 +570,11 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
             conds.append(rc)
         if rc["status"] == "False" and _is_new(old_conds, rc):
             events.append(Event(WARNING, rc["reason"], rc["message"]))
+        if effective.refused:
+            conds[:] = [c for c in conds if c["type"] != SPEC_APPLIED]
+            conds.append(_invalid_edit(old_conds, events, effective.refused, gen))
         base = dict(prior)
+        base["acceptedSpec"] = effective.raw_json
         if applied:
             base["observedGeneration"] = gen
         out = build_status(
@@ -550,7 +623,8 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
                 Event(NORMAL, "JobCreated", f"created Job {spec.name} (suspended until the first plan)")
             )
         conds.append(condition(DEADLINE_AT_RISK, "Unknown", "NoPlan", "no plan until the Job exists", gen))
-        return finish("Pending", 0, 0, (create,), extra={"recreate": None, "jobUID": None})
+        # jobUID stays: if this create fails, the next tick still knows a Job existed (JobMissing).
+        return finish("Pending", 0, 0, (create,), extra={"recreate": None})
 
     # -- a Job with our name that is not ours -------------------------------------------------------
     if job.owner == OWNER_OTHER:
@@ -654,8 +728,8 @@ def step(res: Resource, status: Mapping[str, Any], observed: Observed, now: date
         return finish("Pending", 0, 0, tuple(change), applied=False, extra=extra)
 
     extra["recreate"] = None  # an edit reverted mid-rebuild needs no rebuild
-    if job.generation != gen or job.shape is None:
-        change.append(Action(ANNOTATE))
+    if (job.generation != gen or job.shape is None) and not effective.refused:
+        change.append(Action(ANNOTATE))  # while an edit is refused, the Job does not reflect `gen`
     conds.append(condition(SPEC_APPLIED, True, "Applied", "the Job reflects this generation", gen))
 
     # -- decide ------------------------------------------------------------------------------------
@@ -713,6 +787,18 @@ def _shape_changed(job: JobState, observed: Observed, gen: int) -> bool:
     )
 
 
+def _invalid_edit(
+    old_conds: Sequence[Mapping[str, Any]], events: list[Event], why: str, gen: int
+) -> dict[str, Any]:
+    """SpecApplied=False/InvalidSpec for an edit refused on a job whose Job runs; a Warning once."""
+    message = f"generation {gen} refused, the Job keeps running by the last accepted spec: {why}"
+    cond = condition(SPEC_APPLIED, False, "InvalidSpec", message, gen)
+    prev = _find(old_conds, SPEC_APPLIED)
+    if _is_new(old_conds, cond) or (prev is not None and prev.get("message") != cond["message"]):
+        events.append(Event(WARNING, "InvalidSpec", message))
+    return cond
+
+
 def _refused(prior: Mapping[str, Any], now: datetime, gen: int, message: str) -> StepResult:
     conds = list(prior.get("conditions") or [])
     failed = condition(FAILED, True, "InvalidSpec", message, gen)
@@ -764,8 +850,7 @@ def fail_safe(
     gen = res.generation
     change: tuple[Action, ...] = ()
     try:
-        accepted = parse_time(prior["acceptedTime"]) if prior.get("acceptedTime") else now
-        spec = parse_job_spec(res.name, res.namespace, res.spec, accepted)
+        spec: JobSpec | None = effective_spec(res, prior, now).spec
     except SpecError:
         spec = None
     if (

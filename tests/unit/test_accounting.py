@@ -104,6 +104,32 @@ def test_measured_energy_wins_over_the_model() -> None:
     assert t.emissions_grams == pytest.approx(0.5 * 100)
 
 
+def test_a_measured_gpu_below_its_nameplate_is_not_width() -> None:
+    """Flat grid, 1 replica of max 1, the trainer measures half the nameplate: nothing was avoided."""
+    t = step(Totals(), 10, 1, 300.0, max=1, energy=0.5 * 500 * 10 * 3600)
+    avoided = t.avoided()
+    assert avoided.width_grams == pytest.approx(0.0, abs=1e-6), "the baseline is measured-kind too"
+    assert avoided.timing_grams == pytest.approx(0.0, abs=1e-6)
+    assert t.scaled_baseline_emissions_grams == pytest.approx(t.emissions_grams)
+
+
+def test_the_baseline_is_scaled_where_it_ran_while_the_job_was_paused() -> None:
+    """The baseline mostly runs while the job waits (nothing measured then): the scale covers it too."""
+    t = step(Totals(), 2, 0, 300.0, max=1)
+    t = step(t, 10, 1, 300.0, start=T + timedelta(hours=2), max=1, energy=0.5 * 500 * 10 * 3600)
+    assert t.work_done_gpu_hours == pytest.approx(10.0) and t.baseline_work_gpu_hours == pytest.approx(10.0)
+    avoided = t.avoided()
+    assert avoided.width_grams == pytest.approx(0.0, abs=1e-6)
+    assert avoided.timing_grams == pytest.approx(0.0, abs=1e-6)
+
+
+def test_without_measurements_the_baseline_is_the_model() -> None:
+    t = step(Totals(), 10, 1, 300.0, max=4, eff=0.9, work=100.0)
+    assert t.baseline_scale == 1.0 and t.model_energy_joules == pytest.approx(t.energy_joules)
+    legacy = Totals(energy_joules=3.6e6, emissions_grams=100, work_done_gpu_hours=3)
+    assert legacy.baseline_scale == 1.0, "totals from before model_energy_joules are the model's"
+
+
 def test_pending_pods_do_no_work_and_draw_nothing() -> None:
     t = advance(
         Totals(), start=T, end=T + timedelta(hours=1), before=Usage(0, 0), after=Usage(0, 0),

@@ -9,9 +9,10 @@ import httpx
 import pytest
 
 from conftest import FIXTURES, FakeApi
-from gridwise.carbon import PROVIDERS, ProviderError, build_provider
+from gridwise.carbon import PROVIDERS, CarbonSignal, ProviderError, build_provider
 from gridwise.carbon.validate import LBS_PER_MWH_TO_G_PER_KWH
 from gridwise.clock import ManualClock
+from gridwise.decide import SIGNAL_OWN_FORECAST, signal_step
 
 NOW = datetime(2023, 6, 1, 12, 10, tzinfo=UTC)
 ENV = {
@@ -235,6 +236,110 @@ async def test_watttime_wrong_units_rejected(fake_api: FakeApi) -> None:
     )
     try:
         with pytest.raises(ProviderError, match="units"):
+            await provider.fetch()
+    finally:
+        await provider.aclose()
+
+
+# A refused paid tier: Electricity Maps answers 401/402/403 on the forecast to a key `latest` accepts.
+TIER_BODY = '{"status": "error", "message": "Your plan does not include access to this endpoint"}'
+
+
+@pytest.mark.parametrize("status", [401, 402, 403])
+async def test_electricitymaps_forecast_refused_by_tier_keeps_the_current_value(
+    fake_api: FakeApi, status: int
+) -> None:
+    fake_api.fixture("/v3/carbon-intensity/latest", "electricitymaps_latest.json")
+    fake_api.set("/v3/carbon-intensity/forecast", status=status, body=TIER_BODY)
+    provider = build_provider(
+        {"provider": "electricitymaps", "zone": "DE", "baseURL": fake_api.base_url},
+        env=allow(fake_api),
+        secret=ENV,
+        clock=ManualClock(NOW),
+    )
+    try:
+        result = await provider.fetch()
+    finally:
+        await provider.aclose()
+    assert result.current is not None and result.current.grams_per_kwh == 302
+    assert result.forecast == ()
+    assert f"HTTP {status}" in result.forecast_unavailable and "plan" in result.forecast_unavailable
+    assert "em-key-TOPSECRET" not in result.forecast_unavailable
+
+
+async def test_electricitymaps_forecast_outage_is_still_an_error(fake_api: FakeApi) -> None:
+    """Only a tier refusal keeps the current value; a failing forecast server is an outage."""
+    fake_api.fixture("/v3/carbon-intensity/latest", "electricitymaps_latest.json")
+    fake_api.set("/v3/carbon-intensity/forecast", status=503, body='{"error": "unavailable"}')
+    provider = build_provider(
+        {"provider": "electricitymaps", "zone": "DE", "baseURL": fake_api.base_url},
+        env=allow(fake_api),
+        secret=ENV,
+        clock=ManualClock(NOW),
+    )
+    try:
+        with pytest.raises(ProviderError, match="HTTP 503") as info:
+            await provider.fetch()
+    finally:
+        await provider.aclose()
+    assert info.value.status == 503
+
+
+async def test_a_tier_limited_forecast_is_filled_by_our_forecaster(fake_api: FakeApi) -> None:
+    fake_api.fixture("/v3/carbon-intensity/latest", "electricitymaps_latest.json")
+    fake_api.set("/v3/carbon-intensity/forecast", status=403, body=TIER_BODY)
+    clock = ManualClock(NOW)
+    provider = build_provider(
+        {"provider": "electricitymaps", "zone": "DE", "baseURL": fake_api.base_url},
+        env=allow(fake_api),
+        secret=ENV,
+        clock=clock,
+    )
+    signal = CarbonSignal(provider, clock=clock, retries=0)
+    try:
+        reading = await signal.read()
+    finally:
+        await signal.aclose()
+    assert not reading.stale, "the good current value is kept"
+    assert reading.current is not None and reading.current.grams_per_kwh == 302
+    assert reading.forecast and reading.forecast[-1].end >= NOW + timedelta(hours=47)
+    assert "HTTP 403" in reading.forecast_unavailable
+    assert "seasonal forecaster" in reading.reason and "not in its plan" in reading.reason
+    assert signal_step(reading, NOW) == SIGNAL_OWN_FORECAST
+
+
+async def test_watttime_forecast_refused_after_login_is_the_plan_not_the_password(fake_api: FakeApi) -> None:
+    """WattTime's forecast is its only absolute value: no current to keep, but no false "credentials"."""
+    fake_api.fixture("/login", "watttime_login.json")
+    fake_api.set("/v3/forecast", status=403, body='{"error": "Forbidden", "message": "no access to region"}')
+    provider = build_provider(
+        {"provider": "watttime", "zone": "PJM_DC", "baseURL": fake_api.base_url},
+        env=allow(fake_api),
+        secret=ENV,
+        clock=ManualClock(NOW),
+    )
+    try:
+        with pytest.raises(ProviderError) as info:
+            await provider.fetch()
+    finally:
+        await provider.aclose()
+    message = str(info.value)
+    assert "not in this account's plan (HTTP 403)" in message and "credentials" not in message
+    assert info.value.status == 403 and not info.value.retryable
+    assert [r[0] for r in fake_api.requests] == ["/login", "/v3/forecast"], "a fresh token is not renewed"
+    assert "wt-PASS-secret" not in message and "wt-token-SECRET" not in message
+
+
+async def test_watttime_refused_login_is_still_rejected_credentials(fake_api: FakeApi) -> None:
+    fake_api.set("/login", status=403, body='{"error": "Forbidden"}')
+    provider = build_provider(
+        {"provider": "watttime", "zone": "CAISO_NORTH", "baseURL": fake_api.base_url},
+        env=allow(fake_api),
+        secret=ENV,
+        clock=ManualClock(NOW),
+    )
+    try:
+        with pytest.raises(ProviderError, match="credentials rejected"):
             await provider.fetch()
     finally:
         await provider.aclose()

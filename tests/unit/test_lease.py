@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -89,6 +90,11 @@ class FakeLeaseAPI:
 
 def refused() -> BaseException:
     return ConnectionRefusedError(111, "Connection refused")
+
+
+def disconnected() -> BaseException:
+    """What aiohttp raises when the API server closes the connection mid-request (not an OSError)."""
+    return aiohttp.ServerDisconnectedError()
 
 
 def unavailable() -> BaseException:
@@ -204,6 +210,29 @@ async def test_the_leader_rides_out_transient_errors_within_its_renew_deadline()
     stop.set()
     assert await task == "stopped"
     assert api.record is not None and api.record.holder == "a"
+
+
+async def test_a_server_disconnect_is_ridden_out_by_the_leader_and_the_standby() -> None:
+    clock = FakeClock()
+    api = FakeLeaseAPI(clock)
+    a = elector(api, "a")
+    assert await a.try_acquire_or_renew()
+    t0 = clock.now
+    api.outages = [Outage(t0, t0 + 6, disconnected)]
+    stop = asyncio.Event()
+    task = asyncio.create_task(a.renew(stop))
+    while clock.now < t0 + 30:
+        await asyncio.sleep(0)
+        assert not task.done(), task.result()
+    stop.set()
+    assert await task == "stopped" and a.is_leader
+    # The hand-over fails on a disconnect without raising; the standby campaigns through it and
+    # takes the Lease once it has seen it unrenewed for a lease duration.
+    api.outages = [Outage(clock.now, clock.now + 6, disconnected)]
+    assert not await a.release()
+    b = elector(api, "b")
+    assert await asyncio.wait_for(b.acquire(asyncio.Event()), timeout=5)
+    assert api.record is not None and api.record.holder == "b"
 
 
 async def test_the_leader_steps_down_at_its_renew_deadline_before_anyone_may_take_over() -> None:

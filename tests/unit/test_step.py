@@ -148,6 +148,19 @@ def test_an_externally_deleted_job_is_recreated_with_a_warning() -> None:
     assert cond(r.status, "Reconciled")["reason"] == "JobMissing"
 
 
+def test_a_failed_recreate_still_warns_that_the_job_is_missing() -> None:
+    st = accepted_status(jobUID="job-uid", phase="Running", replicas=2)
+    r = step(res(), st, observed(None), NOW + timedelta(minutes=5))
+    failed = act_failed(r, "JobCreateFailed", "Job create failed: HTTP 403: forbidden", NOW, 1)
+    assert failed.status["jobUID"] == "job-uid", "the old Job's UID is kept until a new one exists"
+    again = step(res(), failed.status, observed(None), NOW + timedelta(minutes=6))
+    assert "JobCreated" not in reasons(again), "not an ordinary first creation"
+    assert cond(again.status, "Reconciled")["reason"] == "JobMissing"
+    assert [e.type for e in again.events if e.reason == "JobMissing"] == ["Warning"]
+    created = step(res(), again.status, observed(job(uid="job-uid-2")), NOW + timedelta(minutes=7))
+    assert created.status["jobUID"] == "job-uid-2"
+
+
 def test_a_job_that_lost_its_owner_reference_is_adopted_and_reported() -> None:
     st = accepted_status(jobUID="job-uid")
     r = step(res(), st, observed(job(owner=OWNER_NONE, suspended=False)), NOW + timedelta(minutes=1))
@@ -257,6 +270,44 @@ def test_an_invalid_spec_fails_with_one_warning_and_recovers_when_fixed() -> Non
     assert fixed.status["phase"] != "Failed" and cond(fixed.status, "Failed")["status"] == "False"
 
 
+def test_an_invalid_edit_to_a_running_job_is_refused_and_the_job_runs_by_its_last_spec() -> None:
+    """A deadline past the 90-day horizon (CEL cannot see acceptedTime): never Failed while the Job runs."""
+    agnostic = {"type": "agnostic"}
+    first = step(res(policy=agnostic), {}, observed(None), NOW)
+    st = dict(first.status, jobUID="job-uid")
+    beyond = {"deadline": "2030-06-01T00:00:00Z", "completeWithin": None, "policy": agnostic}
+    t = NOW + timedelta(minutes=1)
+    r = step(res(2, **beyond), st, observed(job()), t)
+    assert r.status["phase"] == "Running", "the phase is kept, not Failed"
+    assert cond(r.status, "Failed")["status"] == "False"
+    applied = cond(r.status, "SpecApplied")
+    assert applied["status"] == "False" and applied["reason"] == "InvalidSpec"
+    assert "horizon" in applied["message"] and applied["observedGeneration"] == 2
+    assert [e.type for e in r.events if e.reason == "InvalidSpec"] == ["Warning"]
+    # It keeps acting by the last accepted spec: its deadline, its policy (run now at max).
+    assert r.spec is not None and r.spec.deadline == NOW + timedelta(hours=24)
+    assert r.status["deadline"] == "2030-01-07T00:00:00Z"
+    assert r.change == (Action(SCALE, replicas=4, suspend=False, indexed=True),)
+    assert Action(ANNOTATE) not in r.change, "the Job is not stamped with a generation it does not reflect"
+    assert r.status["observedGeneration"] == 2, "refused with a condition counts as acted on"
+    again = step(res(2, **beyond), r.status, observed(job(suspended=False)), t + timedelta(minutes=1))
+    assert "InvalidSpec" not in reasons(again), "a Warning once, not every tick"
+    assert again.status["phase"] == "Running" and again.status["acceptedSpec"] == st["acceptedSpec"]
+    # Fixed: the new spec is accepted and applied.
+    running = observed(job(suspended=False))
+    fixed = step(res(3, policy=agnostic), again.status, running, t + timedelta(minutes=2))
+    assert cond(fixed.status, "SpecApplied")["reason"] == "Applied"
+    assert fixed.status["observedGeneration"] == 3
+    assert not any(e.reason == "InvalidSpec" for e in fixed.events)
+
+
+def test_fail_safe_guards_the_deadline_by_the_last_accepted_spec() -> None:
+    st = dict(accepted_status(jobUID="job-uid"), progress=0.0)
+    bad = res(2, deadline="2030-06-01T00:00:00Z", completeWithin=None)
+    r = fail_safe(bad, st, job(), NOW + timedelta(hours=20), "InternalError", "reconcile failed: KeyError")
+    assert r.change and r.change[0].kind == SCALE and not r.change[0].suspend
+
+
 # -- failures in a tick --------------------------------------------------------------------------
 
 
@@ -297,6 +348,21 @@ def test_the_stale_warning_is_posted_once() -> None:
     assert "CarbonSignalStale" in reasons(r)
     r = step(res(), r.status, observed(job(suspended=False, parallelism=1), down), NOW + timedelta(minutes=2))
     assert "CarbonSignalStale" not in reasons(r)
+
+
+def test_a_tier_limited_forecast_plans_on_our_own_forecast_and_says_so_once() -> None:
+    why = "electricitymaps: the forecast endpoint refused this key (HTTP 403: not in its plan)"
+    note = "forecast extended 47 h by the seasonal forecaster"
+    limited = replace(reading(), forecast_unavailable=why, reason=f"ok; {why}; {note}")
+    st = accepted_status(jobUID="job-uid")
+    r = step(res(), st, observed(job(), limited), NOW + timedelta(minutes=1))
+    sig = cond(r.status, "CarbonSignalStale")
+    assert sig["status"] == "False", "the current value is fresh"
+    assert sig["reason"] == "ProviderForecastUnavailable" and "HTTP 403" in sig["message"]
+    assert [e.type for e in r.events if e.reason == "ProviderForecastUnavailable"] == ["Warning"]
+    assert cond(r.status, "DeadlineAtRisk")["reason"] == "OnTrack", "planned, not run by the deadline alone"
+    again = step(res(), r.status, observed(job(), limited), NOW + timedelta(minutes=2))
+    assert "ProviderForecastUnavailable" not in reasons(again), "a Warning once, not every tick"
 
 
 def test_fail_safe_starts_a_paused_job_its_deadline_needs() -> None:
@@ -340,6 +406,45 @@ def test_the_trainers_progress_and_energy_win() -> None:
     assert r.status["energyJoules"] == pytest.approx(3600.0)
     assert r.status["accounting"]["workDoneGPUHours"] == pytest.approx(2.0)
     assert r.status["measuredThroughput"] == {"1": 12.0}
+
+
+def test_a_measured_gpu_below_its_nameplate_avoids_nothing_on_a_flat_grid() -> None:
+    """1 replica of max 1 at 200 W measured (400 W nameplate): the baseline is measured-kind too."""
+    one = res(replicas={"min": 1, "max": 1}, policy={"type": "agnostic"})
+    st = accepted_status(jobUID="job-uid")
+    st["accounting"] = {**st["accounting"], "workingPods": 1, "drawingPods": 1, "trainerEnergyJoules": 0.0}
+    running = job(suspended=False, parallelism=1, indexed=False)
+    status = st
+    for hour in (1, 2):  # twice: the totals round-trip through the status
+        sample = TrainerSample(progress=hour / 8, energy_joules=200.0 * 3600 * hour, workers=1, throughput={})
+        obs = observed(running, pods=Usage(1, 1), pods_present=1, trainer=sample)
+        status = step(one, status, obs, NOW + timedelta(hours=hour)).status
+    assert status["energyJoules"] == pytest.approx(2 * 200 * 3600)
+    assert status["avoidedEmissions"]["widthGrams"] == pytest.approx(0.0, abs=1e-3)
+    assert status["avoidedEmissions"]["timingGrams"] == pytest.approx(0.0, abs=1e-3)
+    scale = status["energyJoules"] / status["accounting"]["modelEnergyJoules"]
+    assert scale == pytest.approx(0.5), "200 W measured of a 400 W nameplate"
+    assert status["baselineEmissionsGrams"] * scale == pytest.approx(status["emissionsGrams"], abs=1e-3)
+
+
+def test_a_crd_that_prunes_the_model_energy_does_not_shrink_the_baseline() -> None:
+    """An operator upgraded without its CRD (Helm never upgrades CRDs): the new field is pruned."""
+    one = res(replicas={"min": 1, "max": 1}, policy={"type": "agnostic"})
+    status = accepted_status(jobUID="job-uid")
+    status["accounting"] = {
+        **status["accounting"],
+        "workingPods": 1,
+        "drawingPods": 1,
+        "trainerEnergyJoules": 0.0,
+    }
+    running = job(suspended=False, parallelism=1, indexed=False)
+    for hour in (1, 2, 3):
+        sample = TrainerSample(progress=hour / 8, energy_joules=200.0 * 3600 * hour, workers=1, throughput={})
+        obs = observed(running, pods=Usage(1, 1), pods_present=1, trainer=sample)
+        status = step(one, status, obs, NOW + timedelta(hours=hour)).status
+        status["accounting"] = {k: v for k, v in status["accounting"].items() if k != "modelEnergyJoules"}
+    # 3 h at 1 x 400 W at 100 g/kWh: the modelled baseline, not one scaled again every tick.
+    assert status["baselineEmissionsGrams"] == pytest.approx(3 * 0.4 * 100, abs=1e-3)
 
 
 def test_avoided_emissions_are_reported_in_two_parts() -> None:

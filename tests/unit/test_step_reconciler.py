@@ -137,6 +137,26 @@ async def test_a_rejected_status_write_is_kept_and_retried(env: Any) -> None:
     assert not [e for e in again.events if e[1] == "CarbonIntensity"], "the pause is not announced twice"
 
 
+async def test_an_invalid_edit_is_observed_and_acted_on_by_the_last_accepted_spec(env: Any) -> None:
+    reconciler, kube, clock = env
+    await reconciler.tick(body())  # creates the Job, suspended (the grid is dirty)
+    clock.advance(60)
+    await reconciler.tick(body(kube.statuses[-1]))  # observes it: jobUID is recorded
+    edited = body(kube.statuses[-1], deadline="2030-06-01T00:00:00Z", completeWithin=None)
+    edited["metadata"]["generation"] = 2
+    clock.advance(60)
+    result = await reconciler.tick(edited)
+    assert result.status["phase"] == "Paused", "the Job is still observed: not Failed, not Pending"
+    applied = next(c for c in result.status["conditions"] if c["type"] == "SpecApplied")
+    assert applied["reason"] == "InvalidSpec"
+    assert [e[:2] for e in result.events if e[1] == "InvalidSpec"] == [("Warning", "InvalidSpec")]
+    # 20.5 h in, the old 24 h deadline needs the 4 GPU-h to start now: the Job is resumed.
+    clock.advance(20.5 * 3600)
+    late = await reconciler.tick(dict(edited, status=result.status))
+    assert kube.jobs["j"]["spec"]["suspend"] is False and late.status["phase"] == "Running"
+    assert kube.creates == 1
+
+
 async def test_a_rejected_job_patch_ends_in_a_condition_not_an_exception(env: Any) -> None:
     reconciler, kube, clock = env
     await reconciler.tick(body(policy={"type": "agnostic"}))

@@ -88,6 +88,7 @@ async def get_json(
                     raise ProviderError(
                         f"{provider}: rate limited by the provider (HTTP 429)",
                         retry_after_s=retry_after_seconds(response.headers.get("retry-after")),
+                        status=status,
                     )
                 body = await _read_capped(response, provider, max_bytes) if status < 300 else b""
             finally:
@@ -99,11 +100,13 @@ async def get_json(
     except httpx.HTTPError as exc:
         raise ProviderError(f"{provider}: connection failed ({type(exc).__name__})") from None
     if status in (401, 403):
-        raise ProviderError(f"{provider}: credentials rejected (HTTP {status})", retryable=False)
+        raise ProviderError(
+            f"{provider}: credentials rejected (HTTP {status})", retryable=False, status=status
+        )
     if status >= 500:
-        raise ProviderError(f"{provider}: server error (HTTP {status})")
+        raise ProviderError(f"{provider}: server error (HTTP {status})", status=status)
     if status >= 300:
-        raise ProviderError(f"{provider}: request rejected (HTTP {status})", retryable=False)
+        raise ProviderError(f"{provider}: request rejected (HTTP {status})", retryable=False, status=status)
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):

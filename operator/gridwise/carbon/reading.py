@@ -27,12 +27,17 @@ class IntensityPoint:
 
 @dataclass(frozen=True)
 class ProviderResult:
-    """What one successful provider call returned, already converted to gCO2/kWh and validated."""
+    """What one successful provider call returned, already converted to gCO2/kWh and validated.
+
+    `forecast_unavailable` says why the provider served no forecast although its current value
+    came back (its forecast endpoint is a paid tier the credentials lack); "" when it served one.
+    """
 
     current: IntensityPoint | None
     forecast: tuple[IntensityPoint, ...]
     signal_type: str
     emission_factor: str = "unknown"
+    forecast_unavailable: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,3 +53,5 @@ class SignalReading:
     reason: str
     fetched_at: datetime
     emission_factor: str = "unknown"  # "direct" | "lifecycle" | "unknown"
+    # Why the provider's own forecast is missing (a refused paid tier); the forecast is then ours.
+    forecast_unavailable: str = ""

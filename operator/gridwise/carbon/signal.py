@@ -2,7 +2,7 @@
 
 It caches for a TTL, rate-limits provider calls, bounds each call with a timeout, retries with
 exponential backoff (sleeping on the injected clock), and fills a short or missing forecast with the
-seasonal forecaster over the history it has seen.
+seasonal forecaster over the history it has seen (also one the provider's plan does not include).
 """
 
 from __future__ import annotations
@@ -159,6 +159,9 @@ class CarbonSignal:
         if result.current is not None:
             self._remember((result.current,))
         forecast, note = self._fill(result.current, result.forecast, now)
+        refused = redact(result.forecast_unavailable, self._provider.secrets)
+        if refused:
+            note = f"; {refused}{note}"
         reading = SignalReading(
             zone=self._provider.zone,
             provider=self._provider.name,
@@ -169,6 +172,7 @@ class CarbonSignal:
             reason="ok" + note,
             fetched_at=now,
             emission_factor=result.emission_factor,
+            forecast_unavailable=refused,
         )
         self._last_good = reading
         return reading

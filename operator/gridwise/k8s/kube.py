@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -35,20 +35,6 @@ class Kube:
         # Typed as Any: we pass and read raw JSON dicts, not the client's model classes.
         self.batch: Any = client.BatchV1Api(api)
         self.core: Any = client.CoreV1Api(api)
-
-    @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> Kube:
-        """In-cluster credentials when running in a pod, else the kubeconfig (or $KUBECONFIG)."""
-        cfg = client.Configuration()
-        if kubeconfig is None:
-            try:
-                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-                return cls(client.ApiClient(cfg))
-            except config.ConfigException:
-                pass
-        await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        cfg.connection_pool_maxsize = 64
-        return cls(client.ApiClient(cfg))
 
     async def close(self) -> None:
         await self.api.close()

@@ -32,7 +32,6 @@ from gridwise.api import (
     VERSION,
     JobSpec,
     SpecError,
-    parse_job_spec,
     parse_time,
 )
 from gridwise.carbon import SignalReading
@@ -59,6 +58,7 @@ from gridwise.step import (
     Resource,
     StepResult,
     act_failed,
+    effective_spec,
     fail_safe,
     step,
 )
@@ -392,9 +392,9 @@ class Reconciler:
         `seen` gets the raw Job as soon as it is known, for the fail-safe if a later part breaks.
         """
         seen = {} if seen is None else seen
-        accepted = parse_time(status["acceptedTime"]) if status.get("acceptedTime") else now
         try:
-            spec = parse_job_spec(res.name, res.namespace, res.spec, accepted)
+            # An invalid edit to a job whose Job runs is observed (and acted on) by the last accepted spec.
+            spec = effective_spec(res, status, now).spec
         except SpecError as exc:
             return Observed(job=None, reading=_stale_reading(res.spec, str(exc), now))
         name = job_name(spec.name)

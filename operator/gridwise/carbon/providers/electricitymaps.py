@@ -1,4 +1,9 @@
-"""Electricity Maps v3: average intensity (life-cycle by default) for any zone; needs an API key."""
+"""Electricity Maps v3: average intensity (life-cycle by default) for any zone; needs an API key.
+
+The forecast endpoint is a paid tier: a key that may read `latest` can be refused there. Such a
+refusal keeps the good current value and says so (`forecast_unavailable`); CarbonSignal then fills
+the forecast with its own forecaster, as for a short one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from datetime import timedelta
 
 import httpx
 
+from gridwise.carbon.errors import ProviderError
 from gridwise.carbon.http import as_list, field, get_json, parse_time
 from gridwise.carbon.providers.base import LiveApiProvider
 from gridwise.carbon.reading import IntensityPoint, ProviderResult
@@ -16,6 +22,8 @@ from gridwise.clock import Clock
 DEFAULT_BASE_URL = "https://api.electricitymap.org"
 API_KEY_ENV = "ELECTRICITYMAPS_API_KEY"
 HOUR = timedelta(hours=1)
+# What a refused plan answers on one endpoint when another with the same key succeeded.
+TIER_REFUSED = frozenset({401, 402, 403})
 
 
 class ElectricityMapsProvider(LiveApiProvider):
@@ -57,14 +65,28 @@ class ElectricityMapsProvider(LiveApiProvider):
             "direct" if factor_raw == "direct" else "lifecycle" if factor_raw == "lifecycle" else "unknown"
         )
         current = IntensityPoint(at, at + HOUR, value)
-
-        body = await get_json(
-            self._http,
-            self.name,
-            f"{self._base}/v3/carbon-intensity/forecast",
-            params=params,
-            headers=headers,
-        )
+        try:
+            body = await get_json(
+                self._http,
+                self.name,
+                f"{self._base}/v3/carbon-intensity/forecast",
+                params=params,
+                headers=headers,
+            )
+        except ProviderError as exc:
+            if exc.status not in TIER_REFUSED:
+                raise
+            # `latest` accepted this key a moment ago: the forecast is not in its plan.
+            return ProviderResult(
+                current=current,
+                forecast=(),
+                signal_type=self.signal_type,
+                emission_factor=factor,
+                forecast_unavailable=(
+                    f"{self.name}: the forecast endpoint refused this key "
+                    f"(HTTP {exc.status}: not in its plan)"
+                ),
+            )
         rows = as_list(field(body, "forecast", "electricitymaps forecast"), "electricitymaps forecast")
         points: list[IntensityPoint] = []
         for index, row in enumerate(rows):

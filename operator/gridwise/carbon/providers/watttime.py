@@ -1,4 +1,10 @@
-"""WattTime v3: marginal (MOER) intensity forecasts; logs in with basic auth for a short-lived token."""
+"""WattTime v3: marginal (MOER) intensity forecasts; logs in with basic auth for a short-lived token.
+
+The forecast is WattTime's only absolute value (`/v3/signal-index` is a percentile) and a paid tier
+outside CAISO_NORTH. A refusal of it right after a successful login is the account's plan, not a
+rejected password: it says so, and is not retried with yet another login. With no current value to
+keep, the reading is stale and the job runs as its deadline requires.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ PASSWORD_ENV = "WATTTIME_PASSWORD"
 # WattTime tokens last 30 minutes; renew a little early.
 TOKEN_LIFETIME = timedelta(minutes=25)
 UNIT_FACTORS = {"lbs_co2_per_mwh": LBS_PER_MWH_TO_G_PER_KWH, "g_co2_per_kwh": 1.0}
+# What a refused plan answers on the forecast when the login with the same credentials succeeded.
+TIER_REFUSED = frozenset({401, 402, 403})
 
 
 class WattTimeProvider(LiveApiProvider):
@@ -52,9 +60,13 @@ class WattTimeProvider(LiveApiProvider):
         token = () if self._token is None else (self._token,)
         return (self._username, self._password, *token)
 
+    def _token_cached(self) -> bool:
+        age = self._clock.now() - self._token_at if self._token_at is not None else None
+        return self._token is not None and age is not None and age < TOKEN_LIFETIME
+
     async def _login(self) -> Secret:
         now = self._clock.now()
-        if self._token is not None and self._token_at is not None and now - self._token_at < TOKEN_LIFETIME:
+        if self._token is not None and self._token_cached():
             return self._token
         auth = httpx.BasicAuth(self._username.reveal(), self._password.reveal())
         body = await get_json(self._http, self.name, f"{self._base}/login", auth=auth)
@@ -64,22 +76,47 @@ class WattTimeProvider(LiveApiProvider):
         self._token, self._token_at = Secret(token), now
         return self._token
 
-    async def _get_forecast(self) -> object:
-        token = await self._login()
+    async def _get_forecast(self, token: Secret) -> object:
         params = {"region": self.zone, "signal_type": "co2_moer"}
         headers = {"Authorization": f"Bearer {token.reveal()}"}
         return await get_json(
             self._http, self.name, f"{self._base}/v3/forecast", params=params, headers=headers
         )
 
-    async def fetch(self) -> ProviderResult:
+    def _plan_refusal(self, exc: ProviderError) -> ProviderError:
+        """A refused forecast with a token just issued: the account's plan, not its credentials."""
+        if exc.status not in TIER_REFUSED:
+            return exc
+        return ProviderError(
+            f"{self.name}: logged in, but the forecast for {self.zone[:40]!r} is not in this account's "
+            f"plan (HTTP {exc.status}); WattTime serves no other absolute value",
+            retryable=False,
+            status=exc.status,
+        )
+
+    async def _forecast_body(self) -> object:
+        """The forecast; a refused cached token is renewed once (it may have expired early)."""
+        reused = self._token_cached()
+        token = await self._login()  # a refused login raises as it is: the credentials are wrong
         try:
-            body = await self._get_forecast()
+            return await self._get_forecast(token)
         except ProviderError as exc:
-            if exc.retryable or self._token is None:
+            if exc.retryable:
                 raise
-            self._token = None  # the token may have expired early: log in again once
-            body = await self._get_forecast()
+            refused = exc
+        if reused:
+            self._token = None
+            token = await self._login()
+            try:
+                return await self._get_forecast(token)
+            except ProviderError as exc:
+                if exc.retryable:
+                    raise
+                refused = exc
+        raise self._plan_refusal(refused) from None
+
+    async def fetch(self) -> ProviderResult:
+        body = await self._forecast_body()
         meta = field(body, "meta", "watttime forecast")
         units = field(meta, "units", "watttime forecast meta")
         if units not in UNIT_FACTORS:
