@@ -170,6 +170,6 @@ def test_before_anything_is_scored_the_providers_forecast_is_used() -> None:
     now = START + HOUR * 10
     current = IntensityPoint(now, now + HOUR, 300.0)
     provided = [IntensityPoint(now + HOUR * k, now + HOUR * (k + 1), 300.0 - 10 * k) for k in range(1, 7)]
-    points, upper = ens.live([current], provided, now + HOUR, now + HOUR * 7, issued_at=now)
+    points, upper = ens.live([current], provided, now + HOUR, now + HOUR * 7)
     assert [p.grams_per_kwh for p in points] == pytest.approx([p.grams_per_kwh for p in provided])
     assert upper == (0.0,) * 6

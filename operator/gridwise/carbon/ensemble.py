@@ -265,7 +265,10 @@ class _ProviderLog:
     points: list[tuple[IntensityPoint, ...]] = field(default_factory=list)
 
     def add(self, at: datetime, points: Sequence[IntensityPoint]) -> None:
-        if self.issued and at <= self.issued[-1]:
+        if self.issued and at == self.issued[-1]:
+            self.points[-1] = tuple(points)  # a fresher fetch for the same issue time
+            return
+        if self.issued and at < self.issued[-1]:
             return
         if self.issued:
             prev = self.issued[-1]
@@ -452,18 +455,18 @@ class EnsembleForecaster:
         provider_forecast: Sequence[IntensityPoint],
         start: datetime,
         end: datetime,
-        issued_at: datetime | None = None,
     ) -> tuple[tuple[IntensityPoint, ...], tuple[float, ...]]:
         """For a live signal: record the provider's forecast issued now, return the ensemble's points from
         `start` to `end` and each point's upper error (g/kWh) for the planner.
 
         The provider's forecast becomes one member, weighted by the error its earlier forecasts made. It
-        is recorded as issued at `issued_at` (the fetch time; default `start`).
+        is recorded at `start`, the end of the history it goes with, so the backtest scores it at the
+        leads it is used at (a later fetch for the same `start` replaces it).
         """
         values, step, grid_end = self._regular(history, start)
         if not values:
             return (), ()
-        self.record_provider(issued_at or start, provider_forecast)
+        self.record_provider(start, provider_forecast)
         lead_steps = max(1, math.ceil((end - grid_end) / step))
         result = self.predict(values, step, lead_steps, grid_end)
         points, upper = [], []
