@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gridwise.carbon.traces import Trace
-from gridwise.planner.baselines import carbonscaler, shade, stretch_replicas, waitawhile
+from gridwise.planner.baselines import carbonscaler, stretch_replicas, waitawhile
 from gridwise.planner.model import DEFAULT_SWITCHING_COST_GPU_HOURS
 from gridwise.planner.policies import Problem
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION, shade
 from gridwise.planner.scaling import throughputs
 from gridwise.planner.slots import EPOCH, build_grid
 from gridwise.simulate import operator_path, oracle
@@ -29,10 +30,6 @@ from gridwise.simulate.jobs import SimJob
 DAY = timedelta(days=1)
 OPERATOR_POLICIES = ("agnostic", "threshold", "forecast")
 SIM_POLICIES = ("agnostic", "stretch", "threshold", "waitawhile", "carbonscaler", "forecast", "oracle")
-# The forecast policy plans on forecast + this share of the upper error band (EnsembleSettings'
-# quantile) at each lead. Chosen on Jan-Jun 2022 of ES, US-CAL-CISO and NO among 0, 0.5, 1, 1.5:
-# 0.5 had the lowest summed emissions there and no run worse than run-now (BENCHMARKS.md).
-DEFAULT_RISK_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
