@@ -317,6 +317,10 @@ class EnsembleForecaster:
         period = max(1, round(timedelta(days=1) / step))
         return int(timedelta(days=self.settings.window_days + self.settings.score_days) / step) + period + 1
 
+    def memo_footprint(self) -> tuple[int, float]:
+        """(entries, KiB) the memo holds: what one signal's forecaster costs in memory."""
+        return len(self._memo), sum(a.nbytes for a in self._memo.values()) / 1024
+
     def provider_forecasts(self) -> int:
         """How many provider forecasts are kept for scoring (bounded; see _ProviderLog)."""
         return len(self._provider.issued)
