@@ -21,8 +21,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gridwise.carbon.traces import load_forecast_trace, load_trace
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION
 from gridwise.simulate.cli import default_jobs_path
-from gridwise.simulate.engine import DEFAULT_RISK_FRACTION, SIM_POLICIES, SimSettings, default_slot, simulate
+from gridwise.simulate.engine import SIM_POLICIES, SimSettings, default_slot, simulate
 from gridwise.simulate.forecasts import ForecastSource
 from gridwise.simulate.jobs import load_jobs
 

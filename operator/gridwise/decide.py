@@ -8,7 +8,9 @@ says what is cleanest; this module adds the operator's safety rules on top:
   following that forecast) -> nothing covers now (run at the width the deadline requires, never
   paused, never blindly at max);
 - the deadline guard overrides the pause budget;
-- a replica count is always within min..max or 0.
+- a replica count is always within min..max or 0;
+- the forecast policy plans on the forecast raised by `risk_fraction` of the reading's upper error
+  band (planner/risk.py), so it defers work only when the saving beats how wrong the forecast can be.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import datetime, timedelta
 from gridwise.api import JobSpec
 from gridwise.carbon import IntensityPoint, SignalReading
 from gridwise.planner import Plan, PlanRequest, plan
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION, shade_points
 from gridwise.planner.scaling import throughputs
 
 REASON_INTENSITY = "CarbonIntensity"
@@ -103,8 +106,13 @@ def decide(
     current_replicas: int,
     pauses_in_last_day: int,
     throughput_table: dict[int, float] | None = None,
+    risk_fraction: float = DEFAULT_RISK_FRACTION,
 ) -> Decision:
-    """The replica count for now: never a pause without a signal, never a missed deadline for a pause."""
+    """The replica count for now: never a pause without a signal, never a missed deadline for a pause.
+
+    `risk_fraction` is the share of the error band the forecast policy plans on (the live operator uses
+    the default; the simulator's `--risk` varies it to check the choice).
+    """
     if remaining_work_gpu_hours <= 0:
         return Decision(current_replicas, REASON_DONE, "all planned work is done", None, risk=RISK_DONE)
     if spec.deadline <= now:
@@ -130,6 +138,7 @@ def decide(
         current_replicas=current_replicas,
         pauses_in_last_day=pauses_in_last_day,
         throughput_table=throughput_table,
+        risk_fraction=risk_fraction,
     )
     if not reading.stale:
         return replace(decision, signal=_signal_step(reading, now))
@@ -240,11 +249,9 @@ def _planned(
     current_replicas: int,
     pauses_in_last_day: int,
     throughput_table: dict[int, float] | None,
+    risk_fraction: float,
 ) -> Decision:
-    horizon_end = now + timedelta(hours=spec.policy.forecast_horizon_hours)
-    points = (current, *(p for p in (reading.current, *reading.forecast) if p is not None))
-    forecast = [p for p in points if p.end > now and p.start < horizon_end]
-    forecast = sorted({p.start: p for p in forecast}.values(), key=lambda p: p.start)
+    forecast = _planning_forecast(spec, reading, current, now, risk_fraction)
     request = PlanRequest(
         now=now,
         deadline=spec.deadline,
@@ -318,6 +325,23 @@ def _planned(
         next_time,
         next_replicas,
     )
+
+
+def _planning_forecast(
+    spec: JobSpec, reading: SignalReading, current: IntensityPoint, now: datetime, risk_fraction: float
+) -> list[IntensityPoint]:
+    """The points the planner gets: now's value, then the forecast to the policy's horizon, shaded.
+
+    Only predicted points are shaded, each by its own band; a measured current value is not.
+    """
+    horizon_end = now + timedelta(hours=spec.policy.forecast_horizon_hours)
+    band = {id(p): e for p, e in zip(reading.forecast, reading.upper_error(), strict=True)}
+    points = (current, *(p for p in (reading.current, *reading.forecast) if p is not None))
+    kept = [p for p in points if p.end > now and p.start < horizon_end]
+    ordered = sorted({p.start: p for p in kept}.values(), key=lambda p: p.start)
+    if spec.policy.type != "forecast" or not reading.forecast_upper:
+        return ordered
+    return shade_points(ordered, [band.get(id(p), 0.0) for p in ordered], risk_fraction)
 
 
 def _transient_resize(result: Plan, spec: JobSpec, current: int, new: int) -> bool:

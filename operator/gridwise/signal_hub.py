@@ -1,6 +1,9 @@
 """One CarbonSignal per (provider, zone, signal type, credentials), shared by every job that uses it.
 
-Five hundred jobs in one zone make one provider call per refresh, not five hundred.
+Five hundred jobs in one zone make one provider call per refresh, not five hundred, and share one
+ensemble forecaster: its history, memo and member scores live with the signal (bounded, see
+carbon/outlook.py). Signals under different credentials never share one, so no tenant's data shapes
+another tenant's forecast.
 The operator's environment holds its own credentials and its access policy (allowed base URLs, trace
 directories); a job's Secret is kept apart from it, so a job can never borrow the operator's keys
 for a URL of its choosing.
@@ -17,6 +20,7 @@ from typing import Any
 
 from gridwise.carbon import CarbonSignal, build_provider
 from gridwise.carbon.access import AccessPolicy
+from gridwise.carbon.outlook import live_forecaster
 from gridwise.clock import Clock
 
 
@@ -84,6 +88,7 @@ class SignalHub:
                     ttl_s=self._ttl_s,
                     min_interval_s=self._min_interval_s,
                     timeout_s=self._timeout_s,
+                    forecaster=live_forecaster(),
                 )
                 self._signals[key] = found
                 self._specs[key] = dict(carbon)

@@ -304,7 +304,7 @@ async def test_a_tier_limited_forecast_is_filled_by_our_forecaster(fake_api: Fak
     assert reading.current is not None and reading.current.grams_per_kwh == 302
     assert reading.forecast and reading.forecast[-1].end >= NOW + timedelta(hours=47)
     assert "HTTP 403" in reading.forecast_unavailable
-    assert "seasonal forecaster" in reading.reason and "not in its plan" in reading.reason
+    assert "forecast by the ensemble" in reading.reason and "not in its plan" in reading.reason
     assert signal_step(reading, NOW) == SIGNAL_OWN_FORECAST
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from conftest import FIXTURES, FakeApi
 from gridwise.carbon import CarbonSignal, ProviderResult, build_provider
-from gridwise.carbon.reading import IntensityPoint
+from gridwise.carbon.reading import IntensityPoint, SignalReading
 from gridwise.carbon.secrets import Secret
 from gridwise.clock import ManualClock
 
@@ -196,7 +198,7 @@ async def test_unexpected_exception_never_reaches_the_caller() -> None:
     assert reading.stale and "RuntimeError" in reading.reason
 
 
-async def test_trace_provider_forecast_filled_by_forecaster() -> None:
+async def test_trace_provider_forecast_made_by_the_ensemble() -> None:
     clock = ManualClock(datetime(2022, 4, 20, 6, 0, tzinfo=UTC))
     spec = {
         "provider": "trace",
@@ -207,6 +209,109 @@ async def test_trace_provider_forecast_filled_by_forecaster() -> None:
         build_provider(spec, env=TRACES, clock=clock), clock=clock, horizon=timedelta(hours=24)
     )
     reading = await signal.read()
-    assert not reading.stale and "seasonal forecaster" in reading.reason
+    assert not reading.stale and "forecast by the ensemble" in reading.reason
     assert reading.forecast[-1].end >= clock.now() + timedelta(hours=23)
     assert all(0 <= p.grams_per_kwh <= 5000 for p in reading.forecast)
+
+
+HOUR = timedelta(hours=1)
+
+
+def _noisy_day(hours: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [200 + 100 * math.sin(2 * math.pi * h / 24) + rng.gauss(0, 25) for h in range(hours)]
+
+
+class ForecastingApi:
+    """A live API (no history of its own) that reports the hour's value and a 6 h forecast of it."""
+
+    name = "fake"
+    zone = "Z"
+    signal_type = "average"
+    secrets: tuple[Secret, ...] = ()
+
+    def __init__(self, clock: ManualClock, start: datetime, values: list[float], noise: float) -> None:
+        self._clock, self._start, self._values = clock, start, values
+        self._rng = random.Random(3)
+        self._noise = noise
+
+    def _point(self, index: int, value: float) -> IntensityPoint:
+        begin = self._start + HOUR * index
+        return IntensityPoint(begin, begin + HOUR, max(0.0, value))
+
+    async def fetch(self) -> ProviderResult:
+        index = int((self._clock.now() - self._start) / HOUR)
+        ahead = tuple(
+            self._point(index + k, self._values[index + k] + self._rng.gauss(0, self._noise))
+            for k in range(1, 7)
+        )
+        return ProviderResult(self._point(index, self._values[index]), ahead, self.signal_type)
+
+    def history(self, until: datetime, span: timedelta) -> tuple[IntensityPoint, ...]:
+        return ()
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _live_run(noise: float) -> tuple[SignalReading, list[float], datetime]:
+    start = datetime(2022, 3, 1, tzinfo=UTC)
+    values = _noisy_day(24 * 6, seed=5)
+    clock = ManualClock(start)
+    signal = CarbonSignal(ForecastingApi(clock, start, values, noise), clock=clock, min_interval_s=0)
+    reading = await signal.read()
+    for _ in range(24 * 4):  # four days of hourly reads: the signal's own history and scores
+        clock.advance(3600)
+        reading = await signal.read()
+    return reading, values, start
+
+
+async def test_a_live_providers_accurate_forecast_gets_the_weight() -> None:
+    """Live, the provider's forecast is one ensemble member weighted by its measured error: an exact
+    provider is followed at the leads it covers, a wild one is not."""
+    good, values, start = await _live_run(noise=0.0)
+    assert not good.stale and "forecast by the ensemble" in good.reason and "provider" in good.reason
+    index = int((good.fetched_at - start) / HOUR)
+    assert good.current is not None and good.forecast[0].start == good.current.end
+    for k, point in enumerate(good.forecast[:5], start=1):
+        assert point.grams_per_kwh == pytest.approx(values[index + k], abs=2.0)
+    wild, _, _ = await _live_run(noise=300.0)
+    errors = [abs(p.grams_per_kwh - values[index + k]) for k, p in enumerate(wild.forecast[:5], start=1)]
+    assert max(errors) < 150  # the provider's +-300 g/kWh guesses carry (almost) no weight
+
+
+async def test_a_live_reading_carries_the_error_band() -> None:
+    reading, _, _ = await _live_run(noise=30.0)
+    assert len(reading.forecast_upper) == len(reading.forecast) > 0
+    assert reading.forecast[-1].end >= reading.fetched_at + timedelta(hours=48)
+    assert any(e > 0 for e in reading.forecast_upper)
+    assert all(math.isfinite(e) for e in reading.forecast_upper)
+
+
+async def test_a_stale_reading_keeps_the_band_of_the_points_it_keeps() -> None:
+    reading, _, _ = await _live_run(noise=30.0)
+    clock = ManualClock(reading.fetched_at)
+    signal = CarbonSignal(Exploding(), clock=clock)
+    signal._last_good = reading  # what a signal holds after a good read
+    clock.advance(3 * 3600)
+    stale = signal._stale(clock.now(), "provider down")
+    ended = sum(1 for p in reading.forecast if p.end <= clock.now())
+    assert stale.stale and ended == 2 and stale.forecast == reading.forecast[ended:]
+    assert stale.forecast_upper == reading.forecast_upper[ended:]
+
+
+async def test_live_history_and_forecaster_stay_bounded() -> None:
+    """One signal per zone keeps a capped history, a capped memo and a thinned provider log."""
+    start = datetime(2022, 3, 1, tzinfo=UTC)
+    values = _noisy_day(24 * 40, seed=6)
+    clock = ManualClock(start)
+    signal = CarbonSignal(
+        ForecastingApi(clock, start, values, 5.0), clock=clock, min_interval_s=0, max_history_points=400
+    )
+    for _ in range(24 * 20):  # past the history cap and the scored days
+        await signal.read()
+        clock.advance(3600)
+    forecaster = signal._forecaster
+    assert len(signal._history) <= 400
+    assert len(forecaster._memo) <= forecaster._memo_size
+    assert forecaster.provider_forecasts() <= (forecaster.settings.score_days + 1.25) * 8 + 2

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from gridwise.api import JobSpec, PolicySpec
 from gridwise.carbon import IntensityPoint, SignalReading
@@ -16,6 +20,7 @@ from gridwise.decide import (
     deadline_width,
     decide,
 )
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION
 
 NOW = datetime(2022, 6, 1, 12, tzinfo=UTC)
 
@@ -159,3 +164,38 @@ def test_a_resize_the_plan_undoes_at_once_is_skipped() -> None:
     assert not _transient_resize(plan_of([2, 2, 2, 2, 1]), s, current=1, new=2), "40 minutes at 2 is kept"
     assert not _transient_resize(plan_of([0, 1]), s, current=1, new=0), "pauses have their own hysteresis"
     assert not _transient_resize(plan_of([1, 2]), s, current=0, new=1), "resumes too"
+
+
+def banded(values: list[float], band: float) -> SignalReading:
+    """A fresh reading whose forecast points may each be `band` g/kWh higher (the current one is measured)."""
+    plain = reading(values)
+    return dataclasses.replace(plain, forecast_upper=(band,) * len(plain.forecast))
+
+
+def test_forecast_policy_shades_the_forecast_with_the_readings_band() -> None:
+    """10% cleaner later by forecast, but the forecast may be 60 g/kWh off: with the band, run now."""
+    values = [200.0] + [180.0] * 47
+    kw: dict[str, Any] = {"now": NOW, "remaining_work_gpu_hours": 8.0, "current_replicas": 0}
+    kw["pauses_in_last_day"] = 0
+    assert decide(spec(), reading(values), **kw).replicas == 0
+    assert decide(spec(), banded(values, 0.0), **kw).replicas == 0
+    shaded = decide(spec(), banded(values, 60.0), **kw)
+    assert shaded.replicas > 0
+    assert decide(spec(), banded(values, 60.0), risk_fraction=0.0, **kw).replicas == 0
+    assert shaded.plan is not None
+    first, later = shaded.plan.slots[0], shaded.plan.slots[-1]
+    assert first.intensity == pytest.approx(200.0)  # the measured value now is not shaded
+    assert later.intensity == pytest.approx(180.0 + DEFAULT_RISK_FRACTION * 60.0)
+
+
+def test_only_the_forecast_policy_shades() -> None:
+    kw: dict[str, Any] = {"now": NOW, "remaining_work_gpu_hours": 2.0, "current_replicas": 0}
+    kw["pauses_in_last_day"] = 0
+    values = [150.0] * 3 + [100.0] * 45
+    d = decide(spec("threshold", 120), banded(values, 100.0), **kw)
+    assert d.plan is not None and d.plan.slots[-1].intensity == pytest.approx(100.0)
+
+
+def test_a_band_that_does_not_match_the_forecast_is_refused() -> None:
+    with pytest.raises(ValueError, match="forecast_upper"):
+        dataclasses.replace(reading([100.0] * 4), forecast_upper=(1.0,))

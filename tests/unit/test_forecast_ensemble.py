@@ -134,3 +134,42 @@ def test_live_blend_learns_which_provider_to_trust() -> None:
     # The last provider forecast was exact: the ensemble follows it at the leads it covers.
     issue = len(values) - 4
     assert points[0].grams_per_kwh == pytest.approx(values[issue], abs=3)
+
+
+def test_a_lead_does_not_depend_on_how_far_ahead_was_asked() -> None:
+    """A live signal asks 48 h, the simulator to the end of its run: they must agree where they overlap,
+    and the memo must not make the answer depend on the order of calls."""
+    values = daily(24 * 24, noise=20, seed=4)
+    end = START + HOUR * len(values)
+    long = EnsembleForecaster().predict(values, HOUR, 80, end)
+    for n in (6, 30, 48):
+        short = EnsembleForecaster().predict(values, HOUR, n, end)
+        assert short.values == pytest.approx(long.values[:n], abs=1e-9)
+        assert short.upper_error == pytest.approx(long.upper_error[:n], abs=1e-9)
+    shared = EnsembleForecaster()
+    shared.predict(values, HOUR, 80, end)
+    again = shared.predict(values, HOUR, 30, end)  # sliced from the memo
+    assert again.values == pytest.approx(long.values[:30], abs=1e-9)
+
+
+def test_the_provider_log_stays_bounded() -> None:
+    """A live signal records a provider forecast every few minutes, for months: only what the backtest
+    can ask for is kept (the last before each issue time, over the scored days)."""
+    ens = EnsembleForecaster()
+    at = START
+    for _ in range(12 * 24 * 30):  # every 5 minutes for 30 days
+        ens.record_provider(at, [IntensityPoint(at, at + HOUR, 100.0)])
+        at += timedelta(minutes=5)
+    days = ens.settings.score_days + 1 + 6 / 24
+    assert ens.provider_forecasts() <= days * 24 / 3 + 2
+
+
+def test_before_anything_is_scored_the_providers_forecast_is_used() -> None:
+    """A signal that just started has one value: persistence would flatten a good provider forecast."""
+    ens = EnsembleForecaster()
+    now = START + HOUR * 10
+    current = IntensityPoint(now, now + HOUR, 300.0)
+    provided = [IntensityPoint(now + HOUR * k, now + HOUR * (k + 1), 300.0 - 10 * k) for k in range(1, 7)]
+    points, upper = ens.live([current], provided, now + HOUR, now + HOUR * 7)
+    assert [p.grams_per_kwh for p in points] == pytest.approx([p.grams_per_kwh for p in provided])
+    assert upper == (0.0,) * 6

@@ -10,8 +10,9 @@ import pytest
 
 from gridwise.carbon.reading import IntensityPoint
 from gridwise.planner import POLICIES, PlanRequest, plan
-from gridwise.planner.baselines import carbonscaler, shade, stretch_replicas, waitawhile
+from gridwise.planner.baselines import carbonscaler, stretch_replicas, waitawhile
 from gridwise.planner.policies import Problem, carbon_optimal
+from gridwise.planner.risk import shade
 from gridwise.planner.scaling import throughputs
 
 NOW = datetime(2022, 6, 1, 0, 20, tzinfo=UTC)

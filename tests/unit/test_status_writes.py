@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -128,6 +129,18 @@ def test_fingerprint_changes_with_what_a_decision_reads() -> None:
     assert fingerprint(reading(100)) != fingerprint(reading(600))
     assert fingerprint(reading(100)) != fingerprint(reading(100, stale=True))
     assert fingerprint(reading(100)) != fingerprint(reading(100, start=NOW + timedelta(hours=1)))
+
+
+def test_fingerprint_changes_with_the_error_band() -> None:
+    """The forecast policy plans on the band too: a wider band may change a decision."""
+    later = IntensityPoint(NOW + timedelta(hours=1), NOW + timedelta(hours=2), 100.0)
+    base = dataclasses.replace(reading(100), forecast=(later,))
+    assert fingerprint(dataclasses.replace(base, forecast_upper=(5.0,))) == fingerprint(
+        dataclasses.replace(base, forecast_upper=(5.0,))
+    )
+    assert fingerprint(dataclasses.replace(base, forecast_upper=(5.0,))) != fingerprint(
+        dataclasses.replace(base, forecast_upper=(40.0,))
+    )
 
 
 class FakeSignal:

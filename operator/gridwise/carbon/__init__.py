@@ -1,4 +1,4 @@
-"""The carbon signal: providers, their validation, the forecaster that fills gaps, and CarbonSignal."""
+"""The carbon signal: providers, their validation, the forecasters, and CarbonSignal."""
 
 from gridwise.carbon.access import AccessError, AccessPolicy
 from gridwise.carbon.errors import ProviderError

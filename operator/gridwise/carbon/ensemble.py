@@ -83,19 +83,22 @@ def _bucket(lead_hours: float) -> int:
 
 
 def _profile(hist: Array, target: npt.NDArray[np.int_], period: int, days: int) -> Array:
-    """Mean of the same phase over the last `days` periods, for absolute target indexes (may be NaN)."""
+    """Mean of the same phase over the last `days` periods, for absolute target indexes (may be NaN).
+
+    Each target takes its own `days` most recent values, whatever the other targets need, so the value
+    at one lead never depends on how far ahead the caller asked.
+    """
     total = np.zeros(len(target))
     count = np.zeros(len(target))
     n = len(hist)
     for k in range(1, days + 8):
         index = target - k * period
-        ok = (index >= 0) & (index < n)
-        if not ok.any():
-            if (index < 0).all():
-                break
-            continue
-        total[ok] += hist[index[ok]]
-        count[ok] += 1
+        ok = (index >= 0) & (index < n) & (count < days)
+        if ok.any():
+            total[ok] += hist[index[ok]]
+            count[ok] += 1
+        elif (index < 0).all():
+            break
         if (count >= days).all():
             break
     out = np.full(len(target), np.nan)
@@ -152,15 +155,19 @@ def _level_shape(days: int, halflife_hours: float) -> Member:
     return member
 
 
-def _lag_features(hist: Array, origins: npt.NDArray[np.int_], lead: int, period: int) -> Array:
+def _lag_features(
+    hist: Array, origins: npt.NDArray[np.int_], lead: int | npt.NDArray[np.int_], period: int
+) -> Array:
     """Rows [1, last, 7-period profile of the target's phase, same phase one period back, last-period mean].
 
-    Only values before each origin are used. Vectorised over origins: this runs on every re-plan.
+    Only values before each origin are used. Vectorised over origins (and over leads, one per origin):
+    this runs on every re-plan.
     """
     cums = np.concatenate(([0.0], np.cumsum(hist)))
-    target = origins - 1 + lead
-    k0 = -(-lead // period)
-    idx = target[:, None] - (k0 + np.arange(7))[None, :] * period
+    leads = np.asarray(lead)
+    target = origins - 1 + leads
+    k0 = np.reshape(-(-leads // period), (-1, 1))
+    idx = target[:, None] - (k0 + np.arange(7)[None, :]) * period
     ok = idx >= 0
     vals = np.where(ok, hist[np.clip(idx, 0, None)], 0.0)
     count = ok.sum(axis=1)
@@ -171,8 +178,23 @@ def _lag_features(hist: Array, origins: npt.NDArray[np.int_], lead: int, period:
     return np.column_stack([np.ones(len(origins)), hist[origins - 1], prof, lag, mean])
 
 
+def _bucket_leads(bucket: int, step_hours: float) -> tuple[int, int]:
+    """First and last lead (in steps) of a bucket; the open last bucket is taken as one day long."""
+    lo = 0.0 if bucket == 0 else BUCKET_EDGES_HOURS[bucket - 1]
+    hi = BUCKET_EDGES_HOURS[bucket]
+    if math.isinf(hi):
+        hi = lo + 24.0
+    first = math.floor(lo / step_hours + 1e-9) + 1
+    last = math.floor(hi / step_hours + 1e-9)
+    return first, last
+
+
 def _regression(ridge: float, window_days: float) -> Member:
-    """Ridge regression per lead bucket on lags and a daily profile (see `_lag_features`)."""
+    """Ridge regression per lead bucket on lags and a daily profile (see `_lag_features`).
+
+    Each bucket is fitted at the middle lead of the whole bucket, not of the leads asked for, so a
+    longer request never changes the shorter leads.
+    """
 
     def member(hist: Array, n: int, period: int, step_hours: float) -> Array:
         if len(hist) < 3 * period:
@@ -182,10 +204,10 @@ def _regression(ridge: float, window_days: float) -> Member:
         out = np.full(n, hist[-1])
         leads = np.arange(1, n + 1)
         buckets = np.array([_bucket(lead * step_hours) for lead in leads])
-        here = np.array([len(hist)])
         for bucket in np.unique(buckets):
             in_bucket = leads[buckets == bucket]
-            mid = int(in_bucket[len(in_bucket) // 2])
+            first, last = _bucket_leads(int(bucket), step_hours)
+            mid = first + (last - first + 1) // 2
             origins = np.arange(start, len(hist) - mid + 1, stride)
             if len(origins) < 12:
                 continue
@@ -194,8 +216,8 @@ def _regression(ridge: float, window_days: float) -> Member:
             scale = np.maximum(np.abs(x).max(axis=0), 1e-9)
             xs = x / scale
             beta = np.linalg.solve(xs.T @ xs + ridge * np.eye(xs.shape[1]), xs.T @ y) / scale
-            for lead in in_bucket:
-                out[lead - 1] = float(_lag_features(hist, here, int(lead), period)[0] @ beta)
+            here = np.full(len(in_bucket), len(hist))
+            out[in_bucket - 1] = _lag_features(hist, here, in_bucket, period) @ beta
         return np.asarray(np.maximum(0.0, out), dtype=np.float64)
 
     return member
@@ -225,18 +247,40 @@ def _weekly(decay_hours: float) -> Member:
     return member
 
 
+PROVIDER_MAX_AGE = timedelta(hours=6)  # an older provider forecast is not used or scored
+
+
 @dataclass
 class _ProviderLog:
-    """Forecasts a provider issued, by issue time, so they can be scored like any member."""
+    """Forecasts a provider issued, by issue time, so they can be scored like any member.
 
+    Bounded: the backtest only asks for the latest forecast at or before each issue time (multiples of
+    `grid` since the epoch) and for the newest one, so a forecast superseded before the next issue time
+    is dropped, and so is everything older than `keep`. A live signal records one every few minutes.
+    """
+
+    grid: timedelta
+    keep: timedelta
     issued: list[datetime] = field(default_factory=list)
     points: list[tuple[IntensityPoint, ...]] = field(default_factory=list)
 
     def add(self, at: datetime, points: Sequence[IntensityPoint]) -> None:
-        if self.issued and at <= self.issued[-1]:
+        if self.issued and at == self.issued[-1]:
+            self.points[-1] = tuple(points)  # a fresher fetch for the same issue time
             return
+        if self.issued and at < self.issued[-1]:
+            return
+        if self.issued:
+            prev = self.issued[-1]
+            next_issue = EPOCH + self.grid * math.ceil((prev - EPOCH) / self.grid)
+            if next_issue >= at:  # no issue time falls in [prev, at): nobody can ask for prev any more
+                self.issued.pop()
+                self.points.pop()
         self.issued.append(at)
         self.points.append(tuple(points))
+        drop = bisect.bisect_left(self.issued, at - self.keep)
+        if drop:
+            del self.issued[:drop], self.points[:drop]
 
     def at(self, when: datetime, max_age: timedelta) -> tuple[IntensityPoint, ...]:
         index = bisect.bisect_right(self.issued, when) - 1
@@ -257,14 +301,29 @@ class EnsembleForecaster:
         self._members = members(self.settings)
         self._memo: OrderedDict[tuple[str, datetime], Array] = OrderedDict()
         self._memo_size = memo_size
-        self._provider = _ProviderLog()
+        keep = timedelta(days=self.settings.score_days + 1) + PROVIDER_MAX_AGE
+        self._provider = _ProviderLog(grid=self.settings.issue_every, keep=keep)
 
     @property
     def member_names(self) -> tuple[str, ...]:
         return (*self._members, "provider")
 
     def history_needed(self, step: timedelta) -> int:
-        return int(timedelta(days=self.settings.window_days + self.settings.score_days) / step) + 1
+        """Past steps `predict` uses: the scored span plus a full member window before its first issue.
+
+        With less, the oldest issue times would see a shorter window than they saw in earlier calls, and
+        the memo (keyed by issue time) would hand out values that depend on the order of calls.
+        """
+        period = max(1, round(timedelta(days=1) / step))
+        return int(timedelta(days=self.settings.window_days + self.settings.score_days) / step) + period + 1
+
+    def memo_footprint(self) -> tuple[int, float]:
+        """(entries, KiB) the memo holds: what one signal's forecaster costs in memory."""
+        return len(self._memo), sum(a.nbytes for a in self._memo.values()) / 1024
+
+    def provider_forecasts(self) -> int:
+        """How many provider forecasts are kept for scoring (bounded; see _ProviderLog)."""
+        return len(self._provider.issued)
 
     def record_provider(self, issued_at: datetime, points: Sequence[IntensityPoint]) -> None:
         """Remember a provider forecast as issued, to use and score it from now on."""
@@ -287,7 +346,7 @@ class EnsembleForecaster:
     def _provider_values(self, end: datetime, step: timedelta, n: int) -> Array:
         """The provider's latest forecast issued at or before `end`, on the step grid (NaN where silent)."""
         out = np.full(n, np.nan)
-        points = self._provider.at(end, max_age=timedelta(hours=6))
+        points = self._provider.at(end, max_age=PROVIDER_MAX_AGE)
         for point in points:
             first = math.floor((point.start - end) / step)
             last = math.ceil((point.end - end) / step)
@@ -309,7 +368,12 @@ class EnsembleForecaster:
             raise ValueError(f"the step {step} must divide a day")
         period = round(period_f)
         step_hours = step.total_seconds() / 3600
-        buckets = np.array([_bucket((i + 1) * step_hours) for i in range(n)])
+        # Members are scored up to the last finite bucket edge whatever n is (longer leads borrow that
+        # bucket's error): the forecast at a lead never depends on how far ahead the caller asked, so a
+        # live signal's 48 h and a simulator's longer request agree on every lead they share.
+        scored = max(1, math.floor(BUCKET_EDGES_HOURS[-2] / step_hours + 1e-9))
+        width = max(n, scored)  # the "now" prediction is memoised at least as long as a backtest one
+        buckets_all = np.array([_bucket((i + 1) * step_hours) for i in range(width)])
         n_buckets = len(BUCKET_EDGES_HOURS)
         names = list(self._members)
         sq = {name: np.zeros(n_buckets) for name in [*names, "provider"]}
@@ -324,36 +388,37 @@ class EnsembleForecaster:
         origins = list(range(first, len(hist), stride))
         back: list[tuple[int, dict[str, Array]]] = []
         for origin in origins:
-            horizon = min(n, len(hist) - origin)
+            horizon = min(scored, len(hist) - origin)
             if horizon < 1:
                 continue
             issue_end = end - step * (len(hist) - origin)
             preds = {
-                name: self._member(name, hist[:origin], n, period, step, issue_end)[:horizon]
+                name: self._member(name, hist[:origin], scored, period, step, issue_end)[:horizon]
                 for name in names
             }
-            preds["provider"] = self._provider_values(issue_end, step, n)[:horizon]
+            preds["provider"] = self._provider_values(issue_end, step, horizon)
             truth = hist[origin : origin + horizon]
             for name, pred in preds.items():
                 ok = ~np.isnan(pred)
                 err = np.abs(pred[ok] - truth[ok])
-                np.add.at(sq[name], buckets[:horizon][ok], err)
-                np.add.at(cnt[name], buckets[:horizon][ok], 1)
+                np.add.at(sq[name], buckets_all[:horizon][ok], err)
+                np.add.at(cnt[name], buckets_all[:horizon][ok], 1)
             back.append((origin, preds))
         mae = {name: _fill_buckets(sq[name], cnt[name]) for name in sq}
         weights = {name: np.maximum(mae[name], 1e-3) ** -self.settings.weight_power for name in mae}
         for name in mae:
             weights[name] = np.where(np.isnan(weights[name]), 0.0, weights[name])
-        now_preds = {name: self._member(name, hist, n, period, step, end) for name in names}
+        buckets = buckets_all[:n]
+        now_preds = {name: self._member(name, hist, width, period, step, end)[:n] for name in names}
         now_preds["provider"] = self._provider_values(end, step, n)
         combined = _combine(now_preds, weights, buckets)
         # The combination's own signed errors, from the same backtest, per bucket.
         signed: list[list[float]] = [[] for _ in range(n_buckets)]
         for origin, preds in back:
-            horizon = min(n, len(hist) - origin)
-            guess = _combine(preds, weights, buckets[:horizon])
+            horizon = min(scored, len(hist) - origin)
+            guess = _combine(preds, weights, buckets_all[:horizon])
             for lead, (g, t) in enumerate(zip(guess, hist[origin : origin + horizon], strict=True)):
-                signed[buckets[lead]].append(float(t - g))
+                signed[buckets_all[lead]].append(float(t - g))
         errors = []
         upper_by_bucket = np.zeros(n_buckets)
         last_upper = last_mae = 0.0
@@ -398,7 +463,9 @@ class EnsembleForecaster:
         """For a live signal: record the provider's forecast issued now, return the ensemble's points from
         `start` to `end` and each point's upper error (g/kWh) for the planner.
 
-        The provider's forecast becomes one member, weighted by the error its earlier forecasts made.
+        The provider's forecast becomes one member, weighted by the error its earlier forecasts made. It
+        is recorded at `start`, the end of the history it goes with, so the backtest scores it at the
+        leads it is used at (a later fetch for the same `start` replaces it).
         """
         values, step, grid_end = self._regular(history, start)
         if not values:
@@ -436,5 +503,10 @@ def _combine(preds: dict[str, Array], weights: dict[str, Array], buckets: npt.ND
         ok = ~np.isnan(p) & (w > 0)
         num[ok] += w[ok] * p[ok]
         den[ok] += w[ok]
+    # No member scored yet at this lead (a signal just started): the provider's own forecast where it
+    # has one, else persistence.
     fallback = preds["persistence"][:n]
+    provider = preds.get("provider")
+    if provider is not None:
+        fallback = np.where(np.isnan(provider[:n]), fallback, provider[:n])
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), fallback)

@@ -42,7 +42,11 @@ class ProviderResult:
 
 @dataclass(frozen=True)
 class SignalReading:
-    """What the operator sees: never an exception, at worst a stale reading that says why."""
+    """What the operator sees: never an exception, at worst a stale reading that says why.
+
+    `forecast_upper` is, per forecast point, how much higher the actual may be (the forecaster's
+    measured upper error at that lead, g/kWh): the planner shades the forecast with it. Empty = no band.
+    """
 
     zone: str
     provider: str
@@ -55,3 +59,13 @@ class SignalReading:
     emission_factor: str = "unknown"  # "direct" | "lifecycle" | "unknown"
     # Why the provider's own forecast is missing (a refused paid tier); the forecast is then ours.
     forecast_unavailable: str = ""
+    forecast_upper: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.forecast_upper and len(self.forecast_upper) != len(self.forecast):
+            have, want = len(self.forecast_upper), len(self.forecast)
+            raise ValueError(f"forecast_upper has {have} values for {want} forecast points")
+
+    def upper_error(self) -> tuple[float, ...]:
+        """The band per forecast point (zeros when the reading has none)."""
+        return self.forecast_upper or (0.0,) * len(self.forecast)

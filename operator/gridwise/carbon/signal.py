@@ -1,8 +1,10 @@
 """CarbonSignal: the operator's only door to carbon data. It never raises; a failure is a stale reading.
 
 It caches for a TTL, rate-limits provider calls, bounds each call with a timeout, retries with
-exponential backoff (sleeping on the injected clock), and fills a short or missing forecast with the
-seasonal forecaster over the history it has seen (also one the provider's plan does not include).
+exponential backoff (sleeping on the injected clock), and forecasts with the ensemble over the history
+it has seen (carbon/outlook.py, the same function the simulator uses): the provider's own forecast is
+one member, weighted by its measured error (none where the provider's plan has no forecast), and the
+reading carries the error band per point.
 """
 
 from __future__ import annotations
@@ -12,8 +14,15 @@ import logging
 from collections import deque
 from datetime import datetime, timedelta
 
+from gridwise.carbon.ensemble import EnsembleForecaster
 from gridwise.carbon.errors import ProviderError
-from gridwise.carbon.forecaster import SeasonalForecaster
+from gridwise.carbon.outlook import (
+    DEFAULT_HORIZON,
+    MAX_HISTORY_POINTS,
+    history_to_keep,
+    live_forecaster,
+    outlook,
+)
 from gridwise.carbon.providers.base import Provider
 from gridwise.carbon.reading import IntensityPoint, ProviderResult, SignalReading
 from gridwise.carbon.secrets import redact
@@ -35,9 +44,10 @@ class CarbonSignal:
         retries: int = 2,
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
-        horizon: timedelta = timedelta(hours=48),
-        forecaster: SeasonalForecaster | None = None,
-        history_span: timedelta = timedelta(days=8),
+        horizon: timedelta = DEFAULT_HORIZON,
+        forecaster: EnsembleForecaster | None = None,
+        history_span: timedelta | None = None,
+        max_history_points: int = MAX_HISTORY_POINTS,
         read_budget_s: float | None = None,
     ) -> None:
         if ttl_s < 0 or min_interval_s < 0 or timeout_s <= 0 or retries < 0 or backoff_s < 0:
@@ -51,12 +61,13 @@ class CarbonSignal:
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._horizon = horizon
-        self._forecaster = forecaster or SeasonalForecaster()
-        self._history_span = history_span
+        # One ensemble per signal: every job reading this signal shares its history, memo and scores.
+        self._forecaster = forecaster or live_forecaster()
+        self._history_span = history_span or history_to_keep(self._forecaster)
         # One read (all attempts and backoffs) never holds its callers longer than this.
         self._read_budget_s = read_budget_s if read_budget_s is not None else timeout_s
         self._not_before: datetime | None = None  # the provider's Retry-After
-        self._history: deque[IntensityPoint] = deque()
+        self._history: deque[IntensityPoint] = deque(maxlen=max_history_points)
         self._last: SignalReading | None = None
         self._last_good: SignalReading | None = None
         self._last_attempt: datetime | None = None
@@ -98,7 +109,9 @@ class CarbonSignal:
             self._last_attempt = now
             try:
                 async with asyncio.timeout(self._read_budget_s):
-                    reading = await self._fetch_with_retries(now)
+                    fetched = await self._fetch_with_retries(now)
+                # The forecast is computed after the provider's budget, off the event loop.
+                reading = fetched if isinstance(fetched, SignalReading) else await self._fresh(fetched)
             except TimeoutError:
                 reading = self._stale(
                     self._clock.now(), f"{self._provider.name}: no answer within {self._read_budget_s:g} s"
@@ -108,14 +121,15 @@ class CarbonSignal:
             self._last = reading
             return reading
 
-    async def _fetch_with_retries(self, now: datetime) -> SignalReading:
+    async def _fetch_with_retries(self, now: datetime) -> ProviderResult | SignalReading:
+        """The provider's validated answer, or a stale reading saying why there is none."""
         reason = "no attempt made"
         for attempt in range(self._retries + 1):
             try:
                 async with asyncio.timeout(self._timeout_s):
                     result = await self._provider.fetch()
                 check_timeliness(result, self._clock.now(), self._provider.name)
-                return self._fresh(result)
+                return result
             except TimeoutError:
                 reason = f"{self._provider.name}: no answer within {self._timeout_s:g} s"
                 retryable = True
@@ -137,28 +151,21 @@ class CarbonSignal:
         while self._history and self._history[0].end < self._clock.now() - self._history_span:
             self._history.popleft()
 
-    def _fill(
-        self, current: IntensityPoint | None, forecast: tuple[IntensityPoint, ...], now: datetime
-    ) -> tuple[tuple[IntensityPoint, ...], str]:
-        """Extend a short forecast with the seasonal forecaster; say so in the reason."""
-        want_end = now + self._horizon
-        have_end = forecast[-1].end if forecast else (current.end if current else now)
-        if have_end >= want_end:
-            return forecast, ""
-        history = list(self._provider.history(now, self._history_span)) or list(self._history)
-        if current is not None and (not history or current.start >= history[-1].end):
-            history.append(current)
-        extra = self._forecaster.forecast(history, have_end, want_end)
-        if not extra:
-            return forecast, "; no history yet to extend the forecast"
-        hours = (extra[-1].end - have_end).total_seconds() / 3600
-        return forecast + extra, f"; forecast extended {hours:.0f} h by the seasonal forecaster"
-
-    def _fresh(self, result: ProviderResult) -> SignalReading:
+    async def _fresh(self, result: ProviderResult) -> SignalReading:
         now = self._clock.now()
         if result.current is not None:
             self._remember((result.current,))
-        forecast, note = self._fill(result.current, result.forecast, now)
+        history = list(self._provider.history(now, self._history_span)) or list(self._history)
+        out = await asyncio.to_thread(
+            outlook,
+            self._forecaster,
+            history,
+            result.current,
+            result.forecast,
+            now=now,
+            horizon=self._horizon,
+        )
+        note = out.note
         refused = redact(result.forecast_unavailable, self._provider.secrets)
         if refused:
             note = f"; {refused}{note}"
@@ -167,12 +174,13 @@ class CarbonSignal:
             provider=self._provider.name,
             signal_type=result.signal_type,
             current=result.current,
-            forecast=forecast,
+            forecast=out.forecast,
             stale=False,
             reason="ok" + note,
             fetched_at=now,
             emission_factor=result.emission_factor,
             forecast_unavailable=refused,
+            forecast_upper=out.upper_error,
         )
         self._last_good = reading
         return reading
@@ -197,16 +205,18 @@ class CarbonSignal:
         age_min = (now - good.fetched_at).total_seconds() / 60
         full = f"{reason}; using the last good reading from {age_min:.0f} min ago"
         log.warning("carbon signal %s/%s stale: %s", self._provider.name, self._provider.zone, full)
+        kept = [(p, e) for p, e in zip(good.forecast, good.upper_error(), strict=True) if p.end > now]
         return SignalReading(
             zone=good.zone,
             provider=good.provider,
             signal_type=good.signal_type,
             current=good.current,
-            forecast=tuple(p for p in good.forecast if p.end > now),
+            forecast=tuple(p for p, _ in kept),
             stale=True,
             reason=full,
             fetched_at=now,
             emission_factor=good.emission_factor,
+            forecast_upper=tuple(e for _, e in kept) if good.forecast_upper else (),
         )
 
     async def aclose(self) -> None:

@@ -37,7 +37,8 @@ def fingerprint(reading: SignalReading) -> Hashable:
     current = reading.current
     head = (current.start, round(current.grams_per_kwh, 3)) if current is not None else None
     forecast = tuple((p.start, round(p.grams_per_kwh, 1)) for p in reading.forecast)
-    return (reading.stale, head, forecast)
+    band = tuple(round(e, 1) for e in reading.forecast_upper)  # decide() shades the forecast with it
+    return (reading.stale, head, forecast, band)
 
 
 def wall_seconds_until(clock: Clock, when: datetime) -> float:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import heapq
-import math
 
 from gridwise.planner.policies import EPS, Problem, _gains
 
@@ -65,15 +64,3 @@ def waitawhile(problem: Problem) -> list[int]:
         if sum(rate * problem.hours[i] for i in chosen) >= problem.work + runs * problem.switch_work - EPS:
             break
     return [hi if i in chosen else 0 for i in range(len(problem.hours))]
-
-
-def shade(values: tuple[float, ...], upper_error: tuple[float, ...], fraction: float) -> tuple[float, ...]:
-    """Raise each forecast value by `fraction` of how much higher the actual may be at its lead.
-
-    Planning on this pessimistic future defers work only when the forecast saving beats the forecast's
-    error at that horizon: an unforecastable grid (large errors) leaves nothing worth waiting for and
-    the plan degrades towards running now at the energy-cheapest width.
-    """
-    if not math.isfinite(fraction) or fraction < 0:
-        raise ValueError(f"the shading fraction must be >= 0, got {fraction}")
-    return tuple(v + fraction * max(0.0, e) for v, e in zip(values, upper_error, strict=True))

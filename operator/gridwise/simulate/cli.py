@@ -18,8 +18,8 @@ from gridwise.carbon.traces import (
     load_trace,
 )
 from gridwise.planner.model import DEFAULT_SWITCHING_COST_GPU_HOURS
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION
 from gridwise.simulate.engine import (
-    DEFAULT_RISK_FRACTION,
     SIM_POLICIES,
     SimResult,
     SimSettings,

@@ -1,11 +1,14 @@
 """Replays a trace job by job: every slot, the policy decides for now; the actual intensity is booked.
 
 The operator's policies (agnostic, threshold, forecast) go through the live operator's `decide()` and
-`accounting.advance` (simulate/operator_path.py), so a simulated result is what the operator would do.
+`accounting.advance` (simulate/operator_path.py) with the reading a live CarbonSignal over the trace
+would hand out (simulate/forecasts.py: the provider's current value, the ensemble's forecast and its
+band, unshaded; decide() shades), so a simulated result is what the operator would do.
 The published baselines (stretch, carbonscaler, waitawhile) and the oracle use the same slots, the same
-forecast and the same booking. A job is first decided at its submit time (mid-slot if so), then at
-every slot boundary; its deadline is judged from the submit time. Every start from paused (the first
-included) costs `switching_cost_gpu_hours` of extra work. Jobs do not compete for GPUs.
+forecast (unshaded, to the deadline) and the same booking. A job is first decided at its submit time
+(mid-slot if so), then at every slot boundary; its deadline is judged from the submit time. Every start
+from paused (the first included) costs `switching_cost_gpu_hours` of extra work. Jobs do not compete for
+GPUs.
 """
 
 from __future__ import annotations
@@ -17,22 +20,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gridwise.carbon.traces import Trace
-from gridwise.planner.baselines import carbonscaler, shade, stretch_replicas, waitawhile
+from gridwise.planner.baselines import carbonscaler, stretch_replicas, waitawhile
 from gridwise.planner.model import DEFAULT_SWITCHING_COST_GPU_HOURS
 from gridwise.planner.policies import Problem
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION
 from gridwise.planner.scaling import throughputs
 from gridwise.planner.slots import EPOCH, build_grid
 from gridwise.simulate import operator_path, oracle
-from gridwise.simulate.forecasts import ForecastSource
+from gridwise.simulate.forecasts import ForecastSource, Live
 from gridwise.simulate.jobs import SimJob
 
 DAY = timedelta(days=1)
 OPERATOR_POLICIES = ("agnostic", "threshold", "forecast")
 SIM_POLICIES = ("agnostic", "stretch", "threshold", "waitawhile", "carbonscaler", "forecast", "oracle")
-# The forecast policy plans on forecast + this share of the upper error band (EnsembleSettings'
-# quantile) at each lead. Chosen on Jan-Jun 2022 of ES, US-CAL-CISO and NO among 0, 0.5, 1, 1.5:
-# 0.5 had the lowest summed emissions there and no run worse than run-now (BENCHMARKS.md).
-DEFAULT_RISK_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -143,27 +143,19 @@ class _Run:
         )
         self._oracle: dict[str, tuple[tuple[datetime, ...], tuple[int, ...]]] = {}
 
-    def _outlook_points(self, now: datetime, shaded: bool) -> tuple:  # type: ignore[type-arg]
-        outlook = self.forecasts.at(now, self.until)
-        if not shaded:
-            return outlook.points
-        values = shade(
-            tuple(p.grams_per_kwh for p in outlook.points), outlook.upper_error, self.settings.risk_fraction
-        )
-        return tuple(type(p)(p.start, p.end, v) for p, v in zip(outlook.points, values, strict=True))
-
     def operator(self, state: _State, now: datetime, remaining: float) -> int:
         job, policy = state.job, self.settings.policy
         if policy == "agnostic":
             # Run-now needs no forecast: hand decide() the actual current value only.
-            points = tuple(self.trace.points(self.trace.index_of(now), self.trace.index_of(now) + 1))
+            index = self.trace.index_of(now)
+            live = Live(next(self.trace.points(index, index + 1)), (), ())
         else:
-            points = self._outlook_points(now, shaded=policy == "forecast")
+            live = self.forecasts.live(now)
         threshold = self.settings.threshold_grams_per_kwh
         if policy == "threshold" and threshold is None:
             threshold = _threshold(self.trace, now)
         spec = operator_path.job_spec(job, self.op, threshold)
-        signal = operator_path.reading(self.trace.zone, self.trace.signal_type, points, now)
+        signal = operator_path.reading(self.trace.zone, self.trace.signal_type, live, now)
         return operator_path.replicas_now(
             spec,
             signal,
@@ -171,6 +163,7 @@ class _Run:
             remaining_work_gpu_hours=remaining,
             current_replicas=state.replicas,
             pauses_in_last_day=sum(1 for t in state.pause_times if now - t < DAY),
+            risk_fraction=self.settings.risk_fraction,
         )
 
     def stretch(self, state: _State, now: datetime, remaining: float) -> int:
@@ -188,7 +181,7 @@ class _Run:
         if hours <= 0 or state.rates[job.max_replicas] * hours < need - 1e-9:
             return None  # infeasible from here: run at max
         slot = self.settings.slot
-        grid = build_grid(now, job.deadline, slot, self._outlook_points(now, shaded=False))
+        grid = build_grid(now, job.deadline, slot, self.forecasts.at(now, self.until).points)
         return Problem(
             hours=grid.hours,
             intensity=grid.intensity,

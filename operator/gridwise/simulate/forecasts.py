@@ -1,7 +1,9 @@
 """What each simulated forecaster knows at a given time: the past only, a provider's issued forecasts, or all.
 
-At `now` the simulator knows the actual values of every trace step that ended at or before the start of
-the step holding `now`; the step holding `now` and everything after it are predicted.
+At `now` the simulator knows what a live provider reports: the actual values up to and including the
+step holding `now` (the provider's current value). Everything after that step is forecast. For the
+ensemble modes the forecast is made by carbon/outlook.py, the function the live CarbonSignal calls,
+so the operator's policies get the reading the live operator would have had.
 
 ensemble: the EnsembleForecaster (persistence, seasonal, weekly, level-shape, regression members
           weighted by their rolling out-of-sample error per lead), with its error band per lead.
@@ -19,11 +21,21 @@ from datetime import datetime, timedelta
 
 from gridwise.carbon.ensemble import EnsembleForecaster, EnsembleSettings
 from gridwise.carbon.forecaster import SeasonalForecaster
+from gridwise.carbon.outlook import DEFAULT_HORIZON, outlook
 from gridwise.carbon.reading import IntensityPoint
 from gridwise.carbon.traces import ForecastTrace, Trace
 
 FORECASTS = ("ensemble", "seasonal", "provided", "perfect")
-PROVIDER_MAX_AGE = timedelta(hours=6)
+
+
+@dataclass(frozen=True)
+class Live:
+    """What a live signal hands out at `now`: the current value, the forecast after it, its band."""
+
+    current: IntensityPoint
+    forecast: tuple[IntensityPoint, ...]
+    upper_error: tuple[float, ...]  # per forecast point, g/kWh
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class ForecastSource:
         mode: str,
         provided: ForecastTrace | None = None,
         settings: EnsembleSettings | None = None,
+        horizon: timedelta = DEFAULT_HORIZON,
     ) -> None:
         if mode not in FORECASTS:
             raise ValueError(f"unknown forecast {mode!r}; known: {', '.join(FORECASTS)}")
@@ -51,9 +64,11 @@ class ForecastSource:
         self.trace = trace
         self.mode = mode
         self.provided = provided
+        self.horizon = horizon  # what the live signal forecasts (CarbonSignal's default)
         self.ensemble = EnsembleForecaster(settings)
         self.seasonal = SeasonalForecaster()
         self._fed = 0  # provided forecasts handed to the ensemble so far
+        self._live: dict[datetime, Live] = {}
         self._cache: dict[datetime, tuple[datetime, Outlook]] = {}
 
     def provided_span(self) -> tuple[datetime, datetime] | None:
@@ -63,6 +78,7 @@ class ForecastSource:
         return self.provided.issued[0], self.provided.forecasts[-1][-1].end
 
     def _feed(self, now: datetime) -> None:
+        """Every provider forecast issued by `now`, as a live signal polling every few minutes has them."""
         provided = self.provided
         if provided is None:
             return
@@ -70,39 +86,55 @@ class ForecastSource:
             self.ensemble.record_provider(provided.issued[self._fed], provided.forecasts[self._fed])
             self._fed += 1
 
+    def _make(self, now: datetime, horizon: timedelta) -> Live:
+        trace = self.trace
+        first = trace.index_of(now)
+        current = next(trace.points(first, first + 1))
+        if self.mode == "perfect":
+            steps = max(1, -(-int(horizon.total_seconds()) // int(trace.step.total_seconds())))
+            future = tuple(trace.points(first + 1, min(len(trace.values), first + 1 + steps)))
+            return Live(current, future, (0.0,) * len(future))
+        if first <= 0:
+            raise ValueError(
+                f"no trace history before {now.isoformat()}: the {self.mode} forecast needs the past; "
+                "start the simulation later (--start) or use --forecast perfect"
+            )
+        need = self.ensemble.history_needed(trace.step)
+        history = tuple(trace.points(max(0, first - need), first))
+        if self.mode == "seasonal":
+            future = self.seasonal.forecast((*history, current), current.end, current.end + horizon)
+            return Live(current, future, (0.0,) * len(future))
+        given: tuple[IntensityPoint, ...] = ()
+        if self.provided is not None:
+            self._feed(now)
+            given = tuple(p for p in self.provided.latest_before(now) if p.end > now)
+        out = outlook(self.ensemble, history, current, given, now=now, horizon=horizon)
+        return Live(current, out.forecast, out.upper_error, out.note)
+
+    def live(self, now: datetime) -> Live:
+        """The reading a live CarbonSignal over this trace would hand out at `now` (its horizon)."""
+        hit = self._live.get(now)
+        if hit is None:
+            if len(self._live) > 20000:
+                self._live.clear()
+            hit = self._live[now] = self._make(now, self.horizon)
+        return hit
+
     def at(self, now: datetime, until: datetime) -> Outlook:
-        """The forecast a live system would have had at `now`, covering at least [now, until)."""
+        """The same knowledge as `live`, forecast to at least `until` (the baselines plan to the deadline).
+
+        The ensemble's value at a lead does not depend on how far ahead it is asked, so this agrees with
+        `live` on every point they share.
+        """
         hit = self._cache.get(now)
         if hit is not None and hit[0] >= until:
             return hit[1]
-        trace = self.trace
-        first = trace.index_of(now)
-        steps = -(-int((until - trace.start).total_seconds()) // int(trace.step.total_seconds()))
-        last = min(len(trace.values), max(first + 1, steps))
-        if self.mode == "perfect":
-            points = tuple(trace.points(first, last))
-            outlook = Outlook(points, (0.0,) * len(points))
-        else:
-            history = trace.values[max(0, first - self.ensemble.history_needed(trace.step)) : first]
-            if not history:
-                raise ValueError(
-                    f"no trace history before {now.isoformat()}: the {self.mode} forecast needs the past; "
-                    "start the simulation later (--start) or use --forecast perfect"
-                )
-            n = max(1, last - first)
-            if self.mode == "seasonal":
-                values = tuple(self.seasonal.predict(history, trace.step, n))
-                upper = (0.0,) * n
-            else:
-                self._feed(now)
-                result = self.ensemble.predict(history, trace.step, n, trace.time_at(first))
-                values, upper = result.values, result.upper_error
-            points = tuple(
-                IntensityPoint(trace.time_at(first + i), trace.time_at(first + i + 1), value)
-                for i, value in enumerate(values)
-            )
-            outlook = Outlook(points, tuple(upper))
+        step = self.trace.step
+        horizon = max(self.horizon, until - self.trace.time_at(self.trace.index_of(now) + 1), step)
+        made = self._make(now, horizon)
+        points = (made.current, *made.forecast)
+        result = Outlook(points, (0.0, *made.upper_error))
         if len(self._cache) > 20000:
             self._cache.clear()
-        self._cache[now] = (until, outlook)
-        return outlook
+        self._cache[now] = (until, result)
+        return result

@@ -1,8 +1,9 @@
 """The one place the simulator calls the live operator's code: `decide()` and `accounting.advance`.
 
-Everything the operator would see is built here from the simulation's state (a JobSpec, a fresh
-SignalReading), so a simulated decision is the operator's decision, with its dwell, stale-signal,
-deadline-guard and clamp rules. When those functions change signature, this module is the fix.
+Everything the operator would see is built here from the simulation's state (a JobSpec, the fresh
+SignalReading a live CarbonSignal would hand out, with its error band), so a simulated decision is the
+operator's decision, with its shading, dwell, stale-signal, deadline-guard and clamp rules. When those
+functions change signature, this module is the fix.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 
 from gridwise import accounting
 from gridwise.api import JobSpec, PolicySpec
-from gridwise.carbon.reading import IntensityPoint, SignalReading
+from gridwise.carbon.reading import SignalReading
 from gridwise.decide import decide
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION
+from gridwise.simulate.forecasts import Live
 from gridwise.simulate.jobs import SimJob
 
 # The operator's default pause budget (api.PolicySpec): the simulator uses it unless told otherwise.
@@ -63,17 +66,18 @@ def job_spec(job: SimJob, settings: OperatorSettings, threshold: float | None) -
     )
 
 
-def reading(zone: str, signal_type: str, points: tuple[IntensityPoint, ...], now: datetime) -> SignalReading:
-    """A fresh reading: the point holding `now` is current, the rest is the forecast."""
+def reading(zone: str, signal_type: str, live: Live, now: datetime) -> SignalReading:
+    """The fresh reading a live CarbonSignal hands out: current value, forecast, its error band."""
     return SignalReading(
         zone=zone,
         provider="simulate",
         signal_type=signal_type,
-        current=points[0],
-        forecast=points[1:],
+        current=live.current,
+        forecast=live.forecast,
         stale=False,
-        reason="ok",
+        reason="ok" + live.note,
         fetched_at=now,
+        forecast_upper=live.upper_error,
     )
 
 
@@ -85,8 +89,9 @@ def replicas_now(
     remaining_work_gpu_hours: float,
     current_replicas: int,
     pauses_in_last_day: int,
+    risk_fraction: float = DEFAULT_RISK_FRACTION,
 ) -> int:
-    """The operator's replica count for now."""
+    """The operator's replica count for now (decide() shades the forecast policy with the band)."""
     return decide(
         spec,
         signal,
@@ -94,6 +99,7 @@ def replicas_now(
         remaining_work_gpu_hours=remaining_work_gpu_hours,
         current_replicas=current_replicas,
         pauses_in_last_day=pauses_in_last_day,
+        risk_fraction=risk_fraction,
     ).replicas
 
 
