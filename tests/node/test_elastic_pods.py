@@ -33,8 +33,33 @@ from tests.node.trainer_support import (
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 INDEX = "batch.kubernetes.io/job-completion-index"
-TOTAL_STEPS = 160
+TOTAL_STEPS = 1600
 RESUMED = re.compile(r"resumed from ckpt-\d{10}\.pt at step (\d+)")
+# A user's model (--model module:factory, from a ConfigMap on PYTHONPATH) that takes >= 0.1 s a step
+# while it trains alone: the scale back to 2 must land mid-run on any machine, and the plain CNN
+# finishes its remaining steps alone in under a second on a quiet one (a replica started after the
+# last step then only finds the finished checkpoint, tested in tests/trainer/test_elastic.py).
+PACED_MODEL = """
+import os
+import time
+
+from torch import nn
+
+
+class PacedWhenAlone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        if self.training and os.environ.get("WORLD_SIZE") == "1":
+            time.sleep(0.1)
+        return self.net(x)
+
+
+def make():
+    return PacedWhenAlone()
+"""
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +96,18 @@ def test_elastic_trainer_survives_scale_down_and_up(
             max_replicas=2,
         )
     )
+    cluster.kubectl(
+        "-n", namespace, "create", "configmap", "paced", f"--from-literal=paced_model.py={PACED_MODEL}"
+    )
+    pod = manifest["spec"]["template"]["spec"]
+    pod["volumes"] = [{"name": "paced", "configMap": {"name": "paced"}}]
+    (container,) = pod["containers"]
+    container["volumeMounts"] = [{"name": "paced", "mountPath": "/opt/paced", "readOnly": True}]
+    env = {e["name"]: e for e in container["env"]}
+    env["GRIDWISE_MODEL"] = {"name": "GRIDWISE_MODEL", "value": "paced_model:make"}
+    env["PYTHONPATH"] = {"name": "PYTHONPATH", "value": "/opt/paced"}
+    env["GRIDWISE_KEEP_CHECKPOINTS"] = {"name": "GRIDWISE_KEEP_CHECKPOINTS", "value": "50"}
+    container["env"] = list(env.values())
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(manifest))
     body = get_json(cluster, namespace, "caj", "el")
     spec = parse_job_spec("el", namespace, body["spec"], datetime.now(UTC))

@@ -110,6 +110,35 @@ def test_bad_elastic_env_is_one_line_exit_2(
     assert err.startswith("gridwise-trainer: error: ") and "GRIDWISE_RDZV_ENDPOINT" in err
 
 
+def test_a_replica_added_after_the_last_step_exits_complete_without_a_rendezvous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scale-up that raced the finish: index 0 is gone, so waiting for its rendezvous would hang."""
+    from gridwise_trainer.checkpoint import CheckpointManager, completed_step
+
+    for k in ("LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("GRIDWISE_NNODES", "1:2")
+    monkeypatch.setenv("GRIDWISE_RDZV_ENDPOINT", "el-0.el.nowhere.svc:29400")  # never reached
+    monkeypatch.setenv("GRIDWISE_JOB_NAME", "el")
+    argv = ["--checkpoint-dir", str(tmp_path), "--total-steps", "5"]
+    ckpt = CheckpointManager(tmp_path, "el")
+    ckpt.save(3, {"w": torch.zeros(2)})
+    assert completed_step(tmp_path, "el", 5) is None  # mid-run: a new replica must join
+    ckpt.save(5, {"w": torch.ones(2)})
+    assert completed_step(tmp_path, "el", 5) == 5
+    assert completed_step(tmp_path, "other-job", 5) is None  # a foreign checkpoint proves nothing
+    started = time.monotonic()
+    with caplog.at_level("INFO"):
+        assert main(argv) == 0
+    assert time.monotonic() - started < 10, "no torchrun, no rendezvous"
+    assert "training already complete (checkpoint at step 5)" in caplog.text
+    # A corrupt final checkpoint is not proof: the replica joins (and the loop falls back) instead.
+    final = tmp_path / "ckpt-0000000005.pt"
+    final.write_bytes(final.read_bytes()[:-4])
+    assert completed_step(tmp_path, "el", 5) is None
+
+
 @pytest.mark.parametrize("world", [1, 2, 3, 8])
 def test_rank_slices_partition_every_global_batch(world: int) -> None:
     """Fixed global batch: the ranks' slices are exactly the batch one process would take."""

@@ -6,6 +6,8 @@ File format (one file per checkpoint, ``ckpt-<step:010d>.pt``)::
     {"format": 1, "step": .., "job": .., "sha256": .., "payload_bytes": .., "created_unix": ..}\\n
     <payload: torch.save() of a dict of tensors and plain Python values>
 
+torch is imported only where payloads are (de)serialised: the elastic launcher reads headers alone.
+
 Writes go to a temp file in the same directory, are fsynced, renamed over the final name and
 the directory is fsynced, so a reader sees either the old set of files or the new one. Only rank 0
 writes (issue 7); every rank reads.
@@ -23,8 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def encode(step: int, job: str, state: dict[str, Any]) -> bytes:
+    import torch
+
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
@@ -100,8 +102,8 @@ def read_header(path: Path) -> tuple[Header, int]:
     return header, end + 1
 
 
-def decode(path: Path, expected_job: str | None) -> tuple[Header, dict[str, Any]]:
-    """Verify length, checksum and owner before unpickling anything (weights_only as well)."""
+def verify(path: Path, expected_job: str | None) -> tuple[Header, bytes]:
+    """Owner, length and checksum, without unpickling: what makes a file's step trustworthy."""
     header, offset = read_header(path)
     if expected_job is not None and header.job != expected_job:
         raise CheckpointError(f"belongs to job {header.job!r}, not {expected_job!r} (foreign checkpoint)")
@@ -113,6 +115,14 @@ def decode(path: Path, expected_job: str | None) -> tuple[Header, dict[str, Any]
     digest = hashlib.sha256(payload).hexdigest()
     if digest != header.sha256:
         raise CheckpointError(f"checksum mismatch: sha256 {digest[:12]}.. != recorded {header.sha256[:12]}..")
+    return header, payload
+
+
+def decode(path: Path, expected_job: str | None) -> tuple[Header, dict[str, Any]]:
+    """Verify length, checksum and owner before unpickling anything (weights_only as well)."""
+    import torch
+
+    header, payload = verify(path, expected_job)
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as exc:  # a checksum match makes this unlikely, but never crash the job on it
@@ -197,3 +207,24 @@ class CheckpointManager:
             os.replace(path, path.with_name(path.name + ".corrupt"))
         except OSError as err:
             log.warning("could not set aside %s: %s", path.name, err)
+
+
+def completed_step(directory: Path, job: str, total_steps: int) -> int | None:
+    """The step of a verified checkpoint at or past `total_steps`: the training already finished.
+
+    An elastic replica started after the last step (a scale-up that raced the finish) must not wait
+    for a rendezvous host that is gone; it reads this and exits complete. Headers and checksums
+    only, so the launcher never imports torch.
+    """
+    if not directory.is_dir():
+        return None
+    for step, path in CheckpointManager(directory, job, writer=False).candidates():
+        if step < total_steps:
+            return None
+        try:
+            header, _ = verify(path, job)
+        except (CheckpointError, OSError):
+            continue
+        if header.step >= total_steps:
+            return header.step
+    return None

@@ -408,7 +408,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if wants_elastic_launch(os.environ):
         try:
-            config_from(argv, {**os.environ, "WORLD_SIZE": "1", "RANK": "0"})  # fail fast, before torchrun
+            # Fail fast, before torchrun.
+            launch_cfg = config_from(argv, {**os.environ, "WORLD_SIZE": "1", "RANK": "0"})
+            from .checkpoint import completed_step
+
+            done = completed_step(launch_cfg.checkpoint_dir, launch_cfg.job_name, launch_cfg.total_steps)
+            if done is not None:
+                # A replica added after the last step: no rendezvous host is left to wait for.
+                log.info("training already complete (checkpoint at step %d); nothing to do", done)
+                return EXIT_COMPLETE
             return run_torchrun(sys.argv[1:] if argv is None else list(argv), os.environ)
         except (ConfigError, LaunchError) as exc:
             print(f"gridwise-trainer: error: {exc}", file=sys.stderr)
