@@ -990,9 +990,20 @@ state = "{self.run / "containerd-state"}"
             time.sleep(0.5)
         else:
             log.warning("pods still on %s after %.0fs; forcing", self.name, timeout)
+            # A Job's pods keep batch.kubernetes.io/job-tracking until the Job controller has counted
+            # them; once their Job is gone that can take for ever, and a forced delete then waits on it.
+            listing = 'jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name}{"\\n"}{end}'
+            for line in self.kubectl(
+                "get", "pods", "--all-namespaces", selector, "-o", listing, check=False
+            ).splitlines():
+                ns, _, name = line.partition(" ")
+                if name:
+                    unfinalize = '[{"op": "remove", "path": "/metadata/finalizers"}]'
+                    self.kubectl("-n", ns, "patch", "pod", name, "--type=json", "-p", unfinalize, check=False)
             self.kubectl(
-                "delete", "pods", "--all-namespaces", selector, "--grace-period=0", "--force", check=False
-            )
+                "delete", "pods", "--all-namespaces", selector, "--grace-period=0", "--force", "--wait=false",
+                check=False,
+            )  # fmt: skip
         # The kubelet stops sandboxes (CNI DEL) a moment after the API object is gone.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and self._running("containerd"):
