@@ -111,22 +111,26 @@ def _train(session: Session, model: nn.Module, opt: torch.optim.Optimizer, steps
             break
 
 
+def _ten_steps_then_scrape(ckpt: Path, grams_per_kwh: float) -> tuple[Session, str]:
+    """10 of 40 steps with the metrics server on, and /metrics as the operator would read it then."""
+    model, opt = _tiny()
+    session = Session(ckpt, 40, metrics_port=0, window_steps=5, intensity=IntensitySource(grams_per_kwh),
+                      handle_signals=False)  # fmt: skip
+    with session:
+        session.track(model=model, optimizer=opt)
+        _train(session, model, opt, 10)
+        assert session.port is not None
+        with urllib.request.urlopen(f"http://127.0.0.1:{session.port}/metrics", timeout=5) as resp:
+            return session, resp.read().decode()
+
+
 def test_live_metrics_parse_with_the_operators_scraper(tmp_path: Path) -> None:
     assert (PROGRESS_METRIC, ENERGY_METRIC, THROUGHPUT_METRIC) == (
         contract.METRIC_PROGRESS,
         contract.METRIC_ENERGY,
         contract.METRIC_THROUGHPUT,
     )
-    model, opt = _tiny()
-    session = Session(
-        tmp_path, 40, metrics_port=0, window_steps=5, intensity=IntensitySource(420.0), handle_signals=False
-    )
-    with session:
-        session.track(model=model, optimizer=opt)
-        _train(session, model, opt, 10)
-        assert session.port is not None
-        with urllib.request.urlopen(f"http://127.0.0.1:{session.port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+    session, text = _ten_steps_then_scrape(tmp_path, 420.0)
     progress, energy = parse_metrics(text)
     assert progress == pytest.approx(10 / 40)
     assert energy > 0  # the CPU estimate on this machine, labelled as such
@@ -198,15 +202,7 @@ def test_gpu_series_carry_the_meters_uuid(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(session_module, "open_meter", lambda *_a, **_k: FakeGpu())
     monkeypatch.setenv("NODE_NAME", "gpu-node-7")
-    model, opt = _tiny()
-    session = Session(tmp_path, 40, metrics_port=0, window_steps=5, intensity=IntensitySource(1.0),
-                      handle_signals=False)  # fmt: skip
-    with session:
-        session.track(model=model, optimizer=opt)
-        _train(session, model, opt, 10)
-        assert session.port is not None
-        with urllib.request.urlopen(f"http://127.0.0.1:{session.port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+    _, text = _ten_steps_then_scrape(tmp_path, 1.0)
     series = re.search(rf"^{contract.METRIC_ENERGY}_total{{([^}}]*)}}", text, re.M)
     assert series is not None, text
     assert 'UUID="GPU-1234abcd"' in series.group(1) and 'Hostname="gpu-node-7"' in series.group(1), series

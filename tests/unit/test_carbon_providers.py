@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from conftest import FIXTURES, FakeApi
-from gridwise.carbon import PROVIDERS, CarbonSignal, ProviderError, build_provider
+from gridwise.carbon import PROVIDERS, CarbonSignal, Provider, ProviderError, build_provider
 from gridwise.carbon.validate import LBS_PER_MWH_TO_G_PER_KWH
 from gridwise.clock import ManualClock
 from gridwise.decide import SIGNAL_OWN_FORECAST, signal_step
@@ -30,6 +30,22 @@ def allow(api: FakeApi) -> dict[str, str]:
 TRACES = {"GRIDWISE_TRACE_DIRS": str(FIXTURES)}
 
 
+def keyed(fake_api: FakeApi, provider: str, zone: str, clock: ManualClock | None = None) -> Provider:
+    """A keyed provider (ENV's credentials) pointed at the local stand-in, which is allow-listed."""
+    spec = {"provider": provider, "zone": zone, "baseURL": fake_api.base_url}
+    return build_provider(spec, env=allow(fake_api), secret=ENV, clock=clock or ManualClock(NOW))
+
+
+async def refused(provider: Provider, match: str) -> ProviderError:
+    """The error a fetch raises (it must raise one matching `match`); the client is closed either way."""
+    try:
+        with pytest.raises(ProviderError, match=match) as info:
+            await provider.fetch()
+    finally:
+        await provider.aclose()
+    return info.value
+
+
 async def test_uk_neso_parses_documented_format(fake_api: FakeApi) -> None:
     fake_api.set("/intensity/2023-06-01T12:00Z/fw48h", body=(FIXTURES / "uk_neso_fw48h.json").read_bytes())
     provider = build_provider(
@@ -48,12 +64,7 @@ async def test_uk_neso_parses_documented_format(fake_api: FakeApi) -> None:
 async def test_electricitymaps_parses_and_sends_key_in_header(fake_api: FakeApi) -> None:
     fake_api.fixture("/v3/carbon-intensity/latest", "electricitymaps_latest.json")
     fake_api.fixture("/v3/carbon-intensity/forecast", "electricitymaps_forecast.json")
-    provider = build_provider(
-        {"provider": "electricitymaps", "zone": "DE", "baseURL": fake_api.base_url},
-        env=allow(fake_api),
-        secret=ENV,
-        clock=ManualClock(NOW),
-    )
+    provider = keyed(fake_api, "electricitymaps", "DE")
     try:
         result = await provider.fetch()
     finally:
@@ -69,12 +80,7 @@ async def test_electricitymaps_parses_and_sends_key_in_header(fake_api: FakeApi)
 async def test_watttime_logs_in_and_converts_lbs_per_mwh(fake_api: FakeApi) -> None:
     fake_api.fixture("/login", "watttime_login.json")
     fake_api.fixture("/v3/forecast", "watttime_forecast.json")
-    provider = build_provider(
-        {"provider": "watttime", "zone": "CAISO_NORTH", "baseURL": fake_api.base_url},
-        env=allow(fake_api),
-        secret=ENV,
-        clock=ManualClock(NOW),
-    )
+    provider = keyed(fake_api, "watttime", "CAISO_NORTH")
     try:
         result = await provider.fetch()
     finally:
@@ -217,28 +223,15 @@ async def test_garbage_raises_provider_error(fake_api: FakeApi, body: str, messa
     provider = build_provider(
         {"provider": "uk-neso", "baseURL": fake_api.base_url}, env=allow(fake_api), clock=ManualClock(NOW)
     )
-    try:
-        with pytest.raises(ProviderError, match=message):
-            await provider.fetch()
-    finally:
-        await provider.aclose()
+    await refused(provider, message)
 
 
 async def test_watttime_wrong_units_rejected(fake_api: FakeApi) -> None:
     fake_api.fixture("/login", "watttime_login.json")
     body = (FIXTURES / "watttime_forecast.json").read_text().replace("lbs_co2_per_mwh", "kg_co2_per_mwh")
     fake_api.set("/v3/forecast", body=body)
-    provider = build_provider(
-        {"provider": "watttime", "zone": "CAISO_NORTH", "baseURL": fake_api.base_url},
-        env=allow(fake_api),
-        secret=ENV,
-        clock=ManualClock(NOW),
-    )
-    try:
-        with pytest.raises(ProviderError, match="units"):
-            await provider.fetch()
-    finally:
-        await provider.aclose()
+    provider = keyed(fake_api, "watttime", "CAISO_NORTH")
+    await refused(provider, "units")
 
 
 # A refused paid tier: Electricity Maps answers 401/402/403 on the forecast to a key `latest` accepts.
@@ -251,12 +244,7 @@ async def test_electricitymaps_forecast_refused_by_tier_keeps_the_current_value(
 ) -> None:
     fake_api.fixture("/v3/carbon-intensity/latest", "electricitymaps_latest.json")
     fake_api.set("/v3/carbon-intensity/forecast", status=status, body=TIER_BODY)
-    provider = build_provider(
-        {"provider": "electricitymaps", "zone": "DE", "baseURL": fake_api.base_url},
-        env=allow(fake_api),
-        secret=ENV,
-        clock=ManualClock(NOW),
-    )
+    provider = keyed(fake_api, "electricitymaps", "DE")
     try:
         result = await provider.fetch()
     finally:
@@ -271,30 +259,16 @@ async def test_electricitymaps_forecast_outage_is_still_an_error(fake_api: FakeA
     """Only a tier refusal keeps the current value; a failing forecast server is an outage."""
     fake_api.fixture("/v3/carbon-intensity/latest", "electricitymaps_latest.json")
     fake_api.set("/v3/carbon-intensity/forecast", status=503, body='{"error": "unavailable"}')
-    provider = build_provider(
-        {"provider": "electricitymaps", "zone": "DE", "baseURL": fake_api.base_url},
-        env=allow(fake_api),
-        secret=ENV,
-        clock=ManualClock(NOW),
-    )
-    try:
-        with pytest.raises(ProviderError, match="HTTP 503") as info:
-            await provider.fetch()
-    finally:
-        await provider.aclose()
-    assert info.value.status == 503
+    provider = keyed(fake_api, "electricitymaps", "DE")
+    info = await refused(provider, "HTTP 503")
+    assert info.status == 503
 
 
 async def test_a_tier_limited_forecast_is_filled_by_our_forecaster(fake_api: FakeApi) -> None:
     fake_api.fixture("/v3/carbon-intensity/latest", "electricitymaps_latest.json")
     fake_api.set("/v3/carbon-intensity/forecast", status=403, body=TIER_BODY)
     clock = ManualClock(NOW)
-    provider = build_provider(
-        {"provider": "electricitymaps", "zone": "DE", "baseURL": fake_api.base_url},
-        env=allow(fake_api),
-        secret=ENV,
-        clock=clock,
-    )
+    provider = keyed(fake_api, "electricitymaps", "DE", clock=clock)
     signal = CarbonSignal(provider, clock=clock, retries=0)
     try:
         reading = await signal.read()
@@ -312,34 +286,16 @@ async def test_watttime_forecast_refused_after_login_is_the_plan_not_the_passwor
     """WattTime's forecast is its only absolute value: no current to keep, but no false "credentials"."""
     fake_api.fixture("/login", "watttime_login.json")
     fake_api.set("/v3/forecast", status=403, body='{"error": "Forbidden", "message": "no access to region"}')
-    provider = build_provider(
-        {"provider": "watttime", "zone": "PJM_DC", "baseURL": fake_api.base_url},
-        env=allow(fake_api),
-        secret=ENV,
-        clock=ManualClock(NOW),
-    )
-    try:
-        with pytest.raises(ProviderError) as info:
-            await provider.fetch()
-    finally:
-        await provider.aclose()
-    message = str(info.value)
-    assert "not in this account's plan (HTTP 403)" in message and "credentials" not in message
-    assert info.value.status == 403 and not info.value.retryable
+    provider = keyed(fake_api, "watttime", "PJM_DC")
+    err = await refused(provider, r"not in this account's plan \(HTTP 403\)")
+    message = str(err)
+    assert "credentials" not in message
+    assert err.status == 403 and not err.retryable
     assert [r[0] for r in fake_api.requests] == ["/login", "/v3/forecast"], "a fresh token is not renewed"
     assert "wt-PASS-secret" not in message and "wt-token-SECRET" not in message
 
 
 async def test_watttime_refused_login_is_still_rejected_credentials(fake_api: FakeApi) -> None:
     fake_api.set("/login", status=403, body='{"error": "Forbidden"}')
-    provider = build_provider(
-        {"provider": "watttime", "zone": "CAISO_NORTH", "baseURL": fake_api.base_url},
-        env=allow(fake_api),
-        secret=ENV,
-        clock=ManualClock(NOW),
-    )
-    try:
-        with pytest.raises(ProviderError, match="credentials rejected"):
-            await provider.fetch()
-    finally:
-        await provider.aclose()
+    provider = keyed(fake_api, "watttime", "CAISO_NORTH")
+    await refused(provider, "credentials rejected")

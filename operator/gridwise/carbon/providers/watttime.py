@@ -97,22 +97,18 @@ class WattTimeProvider(LiveApiProvider):
     async def _forecast_body(self) -> object:
         """The forecast; a refused cached token is renewed once (it may have expired early)."""
         reused = self._token_cached()
-        token = await self._login()  # a refused login raises as it is: the credentials are wrong
-        try:
-            return await self._get_forecast(token)
-        except ProviderError as exc:
-            if exc.retryable:
-                raise
-            refused = exc
-        if reused:
-            self._token = None
-            token = await self._login()
+        refused: ProviderError | None = None
+        for attempt in range(2 if reused else 1):
+            if attempt:
+                self._token = None
+            token = await self._login()  # a refused login raises as it is: the credentials are wrong
             try:
                 return await self._get_forecast(token)
             except ProviderError as exc:
                 if exc.retryable:
                     raise
                 refused = exc
+        assert refused is not None
         raise self._plan_refusal(refused) from None
 
     async def fetch(self) -> ProviderResult:
