@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gridwise.devcluster import Cluster
 from tests.cluster.harness import REPLAY_START, OperatorProcess, events, get_json
@@ -121,6 +122,21 @@ class PodRun:
     stopped: float | None = None  # the first poll that saw it stopped (finished, terminating or gone)
 
 
+def exported_energy(op: OperatorProcess, namespace: str, name: str) -> float | None:
+    """`gridwise_job_energy_joules_total` of one job from the operator's /metrics (None if absent)."""
+    code, body = op.get("/metrics")
+    if code != 200:
+        return None
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "gridwise_job_energy_joules_total" and sample.labels == {
+                "namespace": namespace,
+                "carbonawarejob": name,
+            }:
+                return float(sample.value)
+    return None
+
+
 class Trainer:
     """What the training container does, for kwok's fake pods (they run until told to stop).
 
@@ -150,6 +166,7 @@ class Trainer:
         self.speed, self.gpu_hours, self.poll_s = speed, gpu_hours, poll_s
         self.pods: dict[str, PodRun] = {}
         self.samples: list[dict[str, Any]] = []  # every distinct status a poll saw
+        self.exported: list[tuple[float, float]] = []  # (wall time, energyJoules) seen on /metrics
         self.finished_at: float | None = None  # wall time the trainer exited 0 (asked kwok)
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -179,6 +196,14 @@ class Trainer:
                 end = min(end, until)
             total += max(0.0, end - start)
         return total * self.speed
+
+    def record_exported(self, op: OperatorProcess) -> float | None:
+        """The job's energy as the operator exports it now (its in-memory status), kept for the check."""
+        now = time.time()
+        joules = exported_energy(op, self.namespace, self.name)
+        if joules is not None:
+            self.exported.append((now, joules))
+        return joules
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -274,6 +299,10 @@ def assert_totals_match_the_pods(
             f"for the {most:.0f} replica-seconds the pods can have run: an interval was counted twice"
         )
         assert float(s["accounting"]["workDoneGPUHours"]) * 3600.0 <= most, (s["accounting"], most)
+    # The same for what the operator exported while it held the status in memory.
+    for wall, joules in trainer.exported:
+        most = trainer.replica_seconds(wall) + slack
+        assert joules <= WATTS * most, f"exported energy {joules} J > {WATTS:.0f} W x {most:.0f} s"
     # At the end: what the pods ran, up to the work they needed.
     least = min(trainer.replica_seconds(early=False), need) - 2 * slack
     most = min(trainer.replica_seconds(early=True), need) + slack
