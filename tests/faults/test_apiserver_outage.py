@@ -108,6 +108,9 @@ def test_operators_ride_out_a_30s_api_server_outage(
     assert seen.count(("Normal", "RunNow")) == 1, seen
     assert seen.count(("Normal", "JobSucceeded")) == 1, seen
     assert not [e for e in seen if e[0] == "Warning"], seen
+    # Run at once at its max (one replica) on a flat grid, the job avoided nothing, and says so.
+    done = [e["message"] for e in events(cluster, namespace, "ride") if e["reason"] == "JobSucceeded"]
+    assert done == ["training succeeded; avoided 0g CO2"], done
     for op in (a, b):
         assert op.proc is not None and op.proc.poll() is None
         assert op.get("/readyz")[0] == 200

@@ -75,3 +75,6 @@ def test_sigkill_mid_tick_and_restart_never_double_counts(
     assert posted.count(("Normal", "RunNow")) == 1, posted  # a restart does not resume a running Job again
     assert posted.count(("Normal", "JobSucceeded")) == 1, posted
     assert not [e for e in posted if e[0] == "Warning"], posted
+    # Run at once at its max (one replica) on a flat grid, the job avoided nothing, and says so.
+    done = [e["message"] for e in events(cluster, namespace, "restart") if e["reason"] == "JobSucceeded"]
+    assert done == ["training succeeded; avoided 0g CO2"], done

@@ -138,6 +138,9 @@ def test_a_denied_status_patch_does_not_stop_the_job_or_the_timer(
         assert "forbidden" in warnings[0]["message"].lower(), described
         normal = [e["reason"] for e in seen if e["type"] == "Normal"]
         assert [normal.count(r) for r in ("JobCreated", "RunNow", "JobSucceeded")] == [1, 1, 1], described
+        # Run at once at its max (one replica) on a flat grid, the job avoided nothing, and says so.
+        done = [e["message"] for e in seen if e["reason"] == "JobSucceeded"]
+        assert done == ["training succeeded; avoided 0g CO2"], done
         assert op.proc is not None and op.proc.poll() is None
     finally:
         for d in full:
