@@ -240,7 +240,9 @@ def material(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 
 def _display_grams(grams: float) -> str:
-    return f"{grams / 1000:.2f}kg" if abs(grams) >= 1000 else f"{grams:.0f}g"
+    if abs(grams) >= 1000:
+        return f"{grams / 1000:.2f}kg"
+    return f"{round(grams)}g"  # an int: a float residue of nothing avoided reads 0g, not -0g
 
 
 def totals_from(status: Mapping[str, Any]) -> Totals:

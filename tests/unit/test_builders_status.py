@@ -193,3 +193,26 @@ def test_the_fingerprint_follows_the_pod_template_only() -> None:
     assert shape_of(base) != shape_of(
         parse_job_spec("train", "ml", spec_dict(replicas={"min": 1, "max": 2}), NOW)
     )
+
+
+def test_nothing_avoided_reads_0g_not_minus_0g() -> None:
+    """Under half a gram either way reads 0g, not -0g: a job run at once on a flat grid avoids nothing."""
+    spec = parse_job_spec("train", "ml", spec_dict(), NOW)
+    totals = Totals(energy_joules=3.6e6, emissions_grams=100.3, work_done_gpu_hours=3,
+                    baseline_energy_joules=3.6e6, baseline_emissions_grams=100,
+                    baseline_work_gpu_hours=3)  # fmt: skip
+    acc = Accounted(totals, None, "estimate", Usage(1, 1), 100.0, {})
+    st = build_status(
+        spec, now=NOW, phase="Succeeded", replicas=0, desired=0, accounted=acc, reading=None,
+        pause_times=[], decision=None, conditions=[], previous={}, measured={},
+    )  # fmt: skip
+    assert st["avoidedEmissionsGrams"] == -0.3 and st["avoidedEmissionsDisplay"] == "0g"
+    worse = Totals(energy_joules=3.6e6, emissions_grams=100.6, work_done_gpu_hours=3,
+                   baseline_energy_joules=3.6e6, baseline_emissions_grams=100,
+                   baseline_work_gpu_hours=3)  # fmt: skip
+    st = build_status(
+        spec, now=NOW, phase="Succeeded", replicas=0, desired=0,
+        accounted=Accounted(worse, None, "estimate", Usage(1, 1), 100.0, {}), reading=None,
+        pause_times=[], decision=None, conditions=[], previous={}, measured={},
+    )  # fmt: skip
+    assert st["avoidedEmissionsDisplay"] == "-1g"
