@@ -123,9 +123,19 @@ def _without_clock(status: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def status_patch(written: Mapping[str, Any] | None, status: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch from what was written to `status`: fields it no longer has are removed."""
-    patch: dict[str, Any] = dict(status)
-    for key in written or {}:
+    """The merge patch from what was written to `status`: changed fields whole, dropped ones removed.
+
+    Top-level fields equal to what was written are left out: the bytes every write sends (and every
+    watcher of CarbonAwareJobs receives as the patch's cause) stay proportional to what changed, so
+    the copy of the accepted spec (`acceptedSpec`) rides along only when it changes.
+    """
+    if written is None:
+        return dict(status)
+    patch: dict[str, Any] = {k: v for k, v in status.items() if written.get(k, _ABSENT) != v}
+    for key in written:
         if key not in status:
             patch[key] = None
     return patch
+
+
+_ABSENT = object()

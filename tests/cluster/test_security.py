@@ -151,7 +151,13 @@ def test_hostile_manifests_never_get_or_show_a_key(
     finally:
         op.stop()
 
-    statuses = json.dumps([get_json(cluster, namespace, "caj", n).get("status") for n in jobs])
+    bodies = [get_json(cluster, namespace, "caj", n) for n in jobs]
+    for body in bodies:
+        # status.acceptedSpec is the tenant's own spec, verbatim (what a refused later edit falls back
+        # to): it may name the path the tenant wrote, and nothing the operator found.
+        accepted = (body.get("status") or {}).pop("acceptedSpec", None)
+        assert accepted is None or json.loads(accepted) == body["spec"], accepted
+    statuses = json.dumps([b.get("status") for b in bodies])
     events = cluster.kubectl("-n", namespace, "get", "events", "-o", "json").stdout
     log = op.log_path.read_text(errors="replace")
     operator_secrets = (OPERATOR_KEY, OPERATOR_WT_USER, OPERATOR_WT_PASS, OPERATOR_FILE_SECRET)

@@ -90,6 +90,13 @@ def test_the_patch_removes_fields_the_new_status_no_longer_has() -> None:
     assert patch["nextChange"] is None and patch["phase"] == "Paused"
 
 
+def test_the_patch_sends_only_what_changed() -> None:
+    written = status(acceptedSpec='{"big": "spec"}')
+    patch = status_patch(written, {**written, "phase": "Paused"})
+    assert patch == {"phase": "Paused"}, "unchanged fields (the accepted spec) are not sent again"
+    assert status_patch(None, written) == written  # nothing written yet: all of it
+
+
 def test_index_keeps_only_what_a_decision_reads() -> None:
     job = {
         "metadata": {
