@@ -123,7 +123,8 @@ def forecast_call(step_minutes: int, repeat: int, seed: int) -> int:
     ]
     print(
         f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
-        f"{len(year)} points ({step_minutes}-min steps, one year), 48 h forecast, best of {repeat}"
+        f"{len(year)} points ({step_minutes}-min steps, one year), "
+        f"{DEFAULT_HORIZON / timedelta(hours=1):.0f} h forecast, best of {repeat}"
     )
     for name, seconds in rows:
         print(f"{name:32s} {seconds * 1000:8.2f} ms  x{seconds / base:.1f} of seasonal")

@@ -33,6 +33,11 @@ _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # The horizon: no deadline lies further than this after the operator accepts a job (the CRD's CEL
 # rules say the same). It bounds every per-job structure that grows with time until the deadline.
 MAX_HORIZON = timedelta(days=90)
+# How far ahead the forecast policy plans on the forecast by default (the CRD's maximum): one week, the
+# period of the ensemble's longest seasonal member, so a job with days of slack plans on the forecast's
+# daily and weekly shape instead of its flat mean past the second day. Chosen on Jan-Jun 2022 of ES,
+# US-CAL-CISO and NO against the former 48 h (lower summed emissions on both job mixes; BENCHMARKS.md).
+DEFAULT_FORECAST_HORIZON_HOURS = 168
 # A DNS-1035 label: the job's name also names its headless Service.
 _NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 MAX_NAME_LENGTH = 52
@@ -99,7 +104,7 @@ def format_time(when: datetime) -> str:
 class PolicySpec:
     type: str = "forecast"
     threshold_grams_per_kwh: float | None = None
-    forecast_horizon_hours: int = 48
+    forecast_horizon_hours: int = DEFAULT_FORECAST_HORIZON_HOURS
     max_pauses_per_day: int = 6
     switching_cost_minutes: float = 5.0
 
@@ -203,7 +208,7 @@ def parse_job_spec(name: str, namespace: str, spec: Mapping[str, Any], created: 
         policy=PolicySpec(
             type=ptype,
             threshold_grams_per_kwh=float(threshold) if threshold is not None else None,
-            forecast_horizon_hours=int(policy.get("forecastHorizonHours", 48)),
+            forecast_horizon_hours=int(policy.get("forecastHorizonHours", DEFAULT_FORECAST_HORIZON_HOURS)),
             max_pauses_per_day=int(policy.get("maxPausesPerDay", 6)),
             switching_cost_minutes=float(policy.get("switchingCostMinutes", 5.0)),
         ),

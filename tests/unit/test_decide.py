@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from gridwise.api import JobSpec, PolicySpec
+from gridwise.api import DEFAULT_FORECAST_HORIZON_HOURS, JobSpec, PolicySpec
 from gridwise.carbon import IntensityPoint, SignalReading
+from gridwise.carbon.outlook import DEFAULT_HORIZON
 from gridwise.decide import (
     REASON_DEADLINE,
     REASON_INTENSITY,
@@ -199,3 +200,17 @@ def test_only_the_forecast_policy_shades() -> None:
 def test_a_band_that_does_not_match_the_forecast_is_refused() -> None:
     with pytest.raises(ValueError, match="forecast_upper"):
         dataclasses.replace(reading([100.0] * 4), forecast_upper=(1.0,))
+
+
+def test_by_default_a_job_plans_on_the_forecast_of_its_whole_week() -> None:
+    """A clean third day is visible to a job due in 4 days: it waits; planning on 48 h it could not see it."""
+    values = [200.0] * 60 + [50.0] * 12 + [200.0] * 24
+    kw: dict[str, Any] = {"now": NOW, "remaining_work_gpu_hours": 8.0, "current_replicas": 0}
+    kw["pauses_in_last_day"] = 0
+    assert PolicySpec().forecast_horizon_hours == DEFAULT_FORECAST_HORIZON_HOURS == 168
+    assert timedelta(hours=DEFAULT_FORECAST_HORIZON_HOURS) == DEFAULT_HORIZON  # the signal forecasts as far
+    waits = decide(spec(hours=96), reading(values), **kw)
+    assert waits.replicas == 0 and waits.next_change_time == NOW + timedelta(hours=60)
+    short = spec(hours=96)
+    short = dataclasses.replace(short, policy=dataclasses.replace(short.policy, forecast_horizon_hours=48))
+    assert decide(short, reading(values), **kw).replicas > 0, "past 48 h it sees only the mean"

@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from gridwise.carbon.ensemble import EnsembleForecaster
 from gridwise.carbon.reading import IntensityPoint
 
-# How far ahead a reading forecasts at least (a provider's longer forecast extends it, up to the cap).
-DEFAULT_HORIZON = timedelta(hours=48)
+# How far ahead a reading forecasts at least (a provider's longer forecast extends it, up to the cap):
+# the jobs' default planning horizon (api.DEFAULT_FORECAST_HORIZON_HOURS), one week.
+DEFAULT_HORIZON = timedelta(hours=168)
 MAX_HORIZON = timedelta(days=14)
 # One ensemble per shared signal: its memo holds every scored issue time of one call (57 x 6 members
 # with the default settings) and the newest predictions; older entries are evicted first.
