@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,25 @@ def make_trainer(
         cfg.total_steps,
         threading.Event(),
     )
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[str, list[tuple[int, bytes]]]]:
+    """A local HTTP endpoint (the operator's /v1/signal, say) answering the last (status, body) queued."""
+    answers: list[tuple[int, bytes]] = [(200, b"{}")]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code, body = answers[-1]
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_port}/", answers
+    srv.shutdown()
+    srv.server_close()

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from gridwise_trainer.carbon_loop import CarbonController, Knobs
 from gridwise_trainer.config import Objective
@@ -91,34 +86,15 @@ def test_loop_applies_and_logs_adaptations(tmp_path: Path, digits: Dataset) -> N
     assert res.accuracy is not None and res.accuracy > 0.9
 
 
-@pytest.fixture
-def intensity_server() -> Iterator[tuple[str, list[bytes]]]:
-    bodies = [json.dumps({"grams_per_kwh": 123.5, "signal_type": "marginal"}).encode()]
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = bodies[-1]
-            self.send_response(200 if body else 500)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}/", bodies
-    srv.shutdown()
-
-
 def test_intensity_from_url_file_and_fallback(
-    intensity_server: tuple[str, list[bytes]], tmp_path: Path
+    endpoint: tuple[str, list[tuple[int, bytes]]], tmp_path: Path
 ) -> None:
-    url, bodies = intensity_server
+    url, answers = endpoint
+    answers.append((200, json.dumps({"grams_per_kwh": 123.5, "signal_type": "marginal"}).encode()))
     src = IntensitySource(fixed=300.0, url=url, poll_seconds=0)
     r = src.read()
     assert r is not None and (r.grams_per_kwh, r.signal_type, r.source) == (123.5, "marginal", "url")
-    bodies.append(b"")  # endpoint starts failing: keep the last good reading
+    answers.append((500, b""))  # endpoint starts failing: keep the last good reading
     r = src.read()
     assert r is not None and r.grams_per_kwh == 123.5
     failing = IntensitySource(fixed=300.0, url=url, poll_seconds=0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.server
 import json
 import logging
 import re
@@ -147,28 +146,6 @@ def test_the_shipped_loops_carbon_objective_and_label_use_it(
 
 
 # -- parsing and failure: every answer keeps training going -----------------------------------------------
-
-
-@pytest.fixture
-def endpoint() -> Iterator[tuple[str, list[tuple[int, bytes]]]]:
-    """An HTTP endpoint answering the last (status, body) queued."""
-    answers: list[tuple[int, bytes]] = [(200, b"{}")]
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            code, body = answers[-1]
-            self.send_response(code)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}/", answers
-    srv.shutdown()
-    srv.server_close()
 
 
 @pytest.mark.parametrize(
