@@ -33,6 +33,8 @@ class JobSignal:
     """What the operator decided on for one job at one tick."""
 
     carbon: Mapping[str, Any] | None  # status.carbonIntensity; None: no reading yet
+    # The reading's forecast as the tick had it (shared, not copied): cut to a short one only when a
+    # trainer asks, so the reconciler's per-tick record costs nothing.
     forecast: tuple[IntensityPoint, ...] = ()
     time: datetime | None = None  # the tick's clock time
 
@@ -94,7 +96,11 @@ def signal_document(namespace: str, name: str, signal: JobSignal) -> dict[str, A
                 "end": format_time(p.end),
                 "gramsPerKWh": round(p.grams_per_kwh, 2),
             }
-            for p in signal.forecast
+            for p in (
+                short_forecast(signal.forecast, signal.time)
+                if signal.time is not None
+                else signal.forecast[:FORECAST_MAX_POINTS]
+            )
         ],
         "grams_per_kwh": grams,
         "signal_type": signal_type,

@@ -198,3 +198,9 @@ async def test_the_cache_stays_bounded() -> None:
     for i in range(50):
         assert await endpoint.find("ml", f"j{i}") is None
     assert len(endpoint._cache) <= 8 and len(lookups.calls) == 50
+
+
+def test_the_board_keeps_the_whole_forecast_and_the_document_serves_a_short_one() -> None:
+    """The reconciler records the tick's forecast as is; cutting it is the endpoint's work."""
+    doc = signal_document("ml", "train", JobSignal(CARBON, hourly(T0, [100.0] * 168), T0))
+    assert len(doc["forecast"]) == 24 and doc["forecast"][0]["start"].startswith(T0.strftime("%Y-%m-%dT%H"))

@@ -37,7 +37,7 @@ from gridwise.api import (
 from gridwise.carbon import SignalReading
 from gridwise.carbon.registry import signal_type_for
 from gridwise.clock import Clock
-from gridwise.job_signal import JobSignal, SignalBoard, short_forecast
+from gridwise.job_signal import JobSignal, SignalBoard
 from gridwise.k8s.actuator import ANNOTATION_GENERATION, ANNOTATION_SHAPE, Actuator, shape_of
 from gridwise.k8s.builders import METRICS_PORT, is_elastic, job_name
 from gridwise.k8s.kube import Kube
@@ -337,7 +337,7 @@ class Reconciler:
             self._export(result.spec, result.status, observed.reading if observed else None, now)
         if result.spec is not None:
             # What this tick decided with is what the job's trainer reads (GET /v1/signal/...).
-            forecast = short_forecast(observed.reading.forecast, now) if observed is not None else ()
+            forecast = observed.reading.forecast if observed is not None else ()
             self.ctx.board.put(
                 res.namespace, res.name, JobSignal(result.status.get("carbonIntensity"), forecast, now)
             )
