@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -90,6 +91,8 @@ async def _scrape_one(
         resp.raise_for_status()
         progress, energy = parse_metrics(resp.text)
         return progress, energy, parse_throughput(resp.text)
+    except (httpx.ConnectTimeout, httpx.ReadTimeout):
+        raise  # the pod's own silence (not a full pool): the caller may leave it alone a while
     except (httpx.HTTPError, ValueError):
         return None
 
@@ -99,11 +102,52 @@ def scrape_client(timeout_s: float = 1.0) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=256))
 
 
-async def scrape(client: httpx.AsyncClient, pod_ips: Sequence[str], port: int) -> TrainerSample | None:
+class SilentPods:
+    """Pod addresses whose last scrape timed out, left alone for `hold_s` (monotonic seconds).
+
+    A refused connection (a trainer still starting) costs nothing and is tried again next tick; a
+    timeout costs the whole scrape timeout. When a zone wakes a thousand jobs whose pods never answer
+    (not trainers, or on fake nodes), those timeouts would hold every decision of the wake.
+    """
+
+    def __init__(self, hold_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._hold_s, self._clock = hold_s, clock
+        self._until: dict[str, float] = {}
+
+    def silent(self, ip: str) -> bool:
+        until = self._until.get(ip)
+        if until is None:
+            return False
+        if until <= self._clock():
+            del self._until[ip]
+            return False
+        return True
+
+    def timed_out(self, ip: str) -> None:
+        self._until[ip] = self._clock() + self._hold_s
+        if len(self._until) > 65_536:  # pods come and go: drop the expired ones now and then
+            now = self._clock()
+            self._until = {k: v for k, v in self._until.items() if v > now}
+
+
+async def scrape(
+    client: httpx.AsyncClient, pod_ips: Sequence[str], port: int, silent: SilentPods | None = None
+) -> TrainerSample | None:
     """Scrapes every worker at once; None when no worker gave a usable answer."""
+    if silent is not None:
+        pod_ips = [ip for ip in pod_ips if not silent.silent(ip)]
     if not pod_ips:
         return None
-    results = await asyncio.gather(*(_scrape_one(client, f"http://{ip}:{port}/metrics") for ip in pod_ips))
+
+    async def one(ip: str) -> tuple[float | None, float, dict[int, float]] | None:
+        try:
+            return await _scrape_one(client, f"http://{ip}:{port}/metrics")
+        except (httpx.ConnectTimeout, httpx.ReadTimeout):
+            if silent is not None:
+                silent.timed_out(ip)
+            return None
+
+    results = await asyncio.gather(*(one(ip) for ip in pod_ips))
     good = [r for r in results if r is not None and r[0] is not None]
     if not good:
         return None

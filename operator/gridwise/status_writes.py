@@ -35,7 +35,11 @@ class WritePolicy:
 
     max_interval: timedelta = timedelta(minutes=5)
     progress_step: float = 0.01  # one percentage point
-    totals_fraction: float = 0.05  # a total that moved by 5% of itself
+    totals_fraction: float = 0.05  # a total that moved by 5% of itself...
+    # ...and by at least this much: a young job's totals double every few minutes, and a paused job's
+    # avoided emissions start near zero, so a fraction alone would write on almost every tick.
+    energy_floor_joules: float = 360_000.0  # 0.1 kWh
+    grams_floor: float = 50.0
     intensity_fraction: float = 0.05  # the displayed intensity moved by 5%
 
 
@@ -52,11 +56,11 @@ def _intensity(status: Mapping[str, Any]) -> tuple[Any, ...]:
     return (ci.get("stale"), ci.get("provider"), ci.get("zone"), ci.get("signalType"))
 
 
-def _moved(old: Any, new: Any, fraction: float) -> bool:
-    """True when `new` differs from `old` by at least `fraction` of the larger magnitude."""
+def _moved(old: Any, new: Any, fraction: float, floor: float = 0.0) -> bool:
+    """True when `new` differs from `old` by at least `fraction` of the larger magnitude and by `floor`."""
     a, b = float(old or 0.0), float(new or 0.0)
     scale = max(abs(a), abs(b))
-    return scale > 0 and abs(a - b) >= fraction * scale
+    return scale > 0 and abs(a - b) >= max(fraction * scale, floor)
 
 
 def material_change(
@@ -87,7 +91,8 @@ def material_change(
     ):
         return "measuredThroughput"
     for key in TOTAL_FIELDS:
-        if _moved(written.get(key), new.get(key), policy.totals_fraction):
+        floor = policy.energy_floor_joules if key == "energyJoules" else policy.grams_floor
+        if _moved(written.get(key), new.get(key), policy.totals_fraction, floor):
             return key
     return None
 

@@ -53,7 +53,8 @@ def test_first_status_is_always_written() -> None:
         ({"nextChange": None}, "nextChange"),
         ({"nextChange": {"time": "2030-01-06T15:00:00Z", "replicas": 0}}, "nextChange"),
         ({"progress": 0.41}, "progress"),
-        ({"energyJoules": 1100.0}, "energyJoules"),
+        ({"energyJoules": 1000.0 + 400_000}, "energyJoules"),
+        ({"avoidedEmissionsGrams": 70.0}, "avoidedEmissionsGrams"),
         ({"carbonIntensity": {"gramsPerKWh": 220.0, "stale": False, "provider": "p", "zone": "z"}}, None),
         ({"carbonIntensity": {"gramsPerKWh": 200.0, "stale": True, "provider": "p", "zone": "z"}}, None),
     ],
@@ -77,6 +78,41 @@ def test_small_moves_and_the_clock_wait() -> None:
     assert write_reason(status(), NOW, moved, NOW + timedelta(minutes=1), POLICY) is None
     # ...but they are written once the interval runs out, so a restart loses at most that much.
     assert write_reason(status(), NOW, moved, NOW + timedelta(minutes=5), POLICY) == "interval"
+
+
+@pytest.mark.parametrize(
+    ("key", "small", "large"),
+    [
+        ("energyJoules", 350_000.0, 370_000.0),  # the floor is 0.1 kWh (360 kJ)
+        ("emissionsGrams", 45.0, 55.0),  # and 50 g
+        ("avoidedEmissionsGrams", 45.0, 55.0),
+    ],
+)
+def test_a_total_near_zero_waits_for_an_absolute_floor(key: str, small: float, large: float) -> None:
+    # A young job's totals (or a paused job's avoided grams) move by far more than 5% of themselves
+    # every tick; only a move a reader would notice is worth a write on its own.
+    written = status()
+    assert material_change(written, status(**{key: float(written[key]) + small}), POLICY) is None
+    assert material_change(written, status(**{key: float(written[key]) + large}), POLICY) == key
+    big = status(**{key: 1e9})  # a large total still needs 5% of itself, not just the floor
+    assert material_change(big, status(**{key: 1e9 * 1.04}), POLICY) is None
+    assert material_change(big, status(**{key: 1e9 * 1.06}), POLICY) == key
+
+
+async def test_a_burst_of_watch_events_wakes_a_job_once() -> None:
+    wakeups = Wakeups(ManualClock(NOW), FakeHub({}), coalesce_s=0.05)  # type: ignore[arg-type]
+    event = wakeups.register(("ns", "j"), {"provider": "p", "zone": "z"})
+    for _ in range(5):  # the Job, then each pod twice
+        wakeups.wake_later(("ns", "j"))
+    assert not event.is_set(), "not before the burst is over (kopf stores the index entry first)"
+    await asyncio.sleep(0.1)
+    assert event.is_set()
+    event.clear()
+    await asyncio.sleep(0.1)
+    assert not event.is_set(), "one wake for the whole burst"
+    wakeups.wake_later(("ns", "j"))
+    await asyncio.sleep(0.1)
+    assert event.is_set(), "a later event wakes it again"
 
 
 def test_nothing_but_the_clock_is_never_rewritten() -> None:

@@ -31,9 +31,13 @@ class FakeKube:
         self.fail_status: ApiException | None = None
         self.fail_patch: ApiException | None = None
         self.secret_error: ApiException | None = None
+        self.calls: list[tuple[str, str]] = []  # (verb, name) of every write, in order
+        self.hold: dict[str, asyncio.Event] = {}  # a read of this Job waits until the event is set
 
     async def get_job(self, ns: str, name: str) -> dict[str, Any] | None:
         await asyncio.sleep(0)  # let a concurrent tick interleave here
+        if name in self.hold:
+            await self.hold[name].wait()
         return self.jobs.get(name)
 
     async def create(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -51,6 +55,7 @@ class FakeKube:
     async def patch_job(self, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         if self.fail_patch is not None:
             raise self.fail_patch
+        self.calls.append(("patch_job", name))
         self.jobs[name]["spec"].update(patch.get("spec", {}))
         return self.jobs[name]
 
@@ -70,6 +75,7 @@ class FakeKube:
     ) -> dict[str, Any]:
         if self.fail_status is not None:
             raise self.fail_status
+        self.calls.append(("status", name))
         self.statuses.append(status)
         return {}
 
@@ -85,7 +91,7 @@ async def env() -> AsyncIterator[tuple[Reconciler, FakeKube, ManualClock]]:
     await hub.aclose()
 
 
-def body(status: dict[str, Any] | None = None, **spec_over: Any) -> dict[str, Any]:
+def body(status: dict[str, Any] | None = None, name: str = "j", **spec_over: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "completeWithin": "24h",
         "replicas": {"min": 1, "max": 1},
@@ -95,7 +101,7 @@ def body(status: dict[str, Any] | None = None, **spec_over: Any) -> dict[str, An
         "template": {"spec": {"containers": [{"name": "t", "image": "i"}]}},
     }
     spec.update(spec_over)
-    meta = {"name": "j", "namespace": "ns", "uid": "caj-1", "generation": 1}
+    meta = {"name": name, "namespace": "ns", "uid": f"caj-{name}", "generation": 1}
     return {"metadata": meta, "spec": spec, "status": status or {}}
 
 
@@ -260,3 +266,37 @@ async def test_each_tick_records_the_reading_it_decided_with_for_the_trainer(env
                                                                   "staticGramsPerKWh": 150}))  # fmt: skip
     assert reconciler.ctx.board.get("ns", "j").carbon == later.status["carbonIntensity"]
     assert later.status["carbonIntensity"]["gramsPerKWh"] == 150
+
+
+async def test_a_wakes_job_patches_go_before_its_status_writes(env: Any) -> None:
+    """A zone wake pauses many jobs: no status write may queue in front of a Job patch still coming."""
+    reconciler, kube, clock = env
+    first = {name: (await reconciler.tick(body(name=name))).status for name in ("a", "b")}
+    for job in kube.jobs.values():
+        job["spec"]["suspend"] = False  # both running, as after a clean spell; the grid is dirty
+    clock.advance(60)
+    kube.calls.clear()
+    kube.hold["a"] = asyncio.Event()  # a's tick is still deciding (its Job read is slow)
+    ticks = [asyncio.create_task(reconciler.tick(body(first[n], name=n))) for n in ("a", "b")]
+    await asyncio.sleep(0.05)
+    assert kube.calls == [("patch_job", "b")], "b paused its Job but waits to write its status"
+    kube.hold["a"].set()
+    results = await asyncio.gather(*ticks)
+    assert all(r.written for r in results)
+    verbs = [verb for verb, _ in kube.calls]
+    assert verbs == ["patch_job", "patch_job", "status", "status"], kube.calls
+
+
+async def test_a_status_write_waits_for_other_jobs_decisions_only_so_long(env: Any) -> None:
+    reconciler, kube, clock = env
+    quick = Reconciler(reconciler.ctx, backoff_s=0.0, act_first_s=0.05)
+    first = {name: (await quick.tick(body(name=name))).status for name in ("a", "b")}
+    for job in kube.jobs.values():
+        job["spec"]["suspend"] = False
+    clock.advance(60)
+    kube.hold["a"] = asyncio.Event()  # a never finishes deciding in this test's time
+    stuck = asyncio.create_task(quick.tick(body(first["a"], name="a")))
+    result = await asyncio.wait_for(quick.tick(body(first["b"], name="b")), timeout=2.0)
+    assert result.written and kube.calls[-1] == ("status", "b"), "one slow job cannot hold every write"
+    kube.hold["a"].set()
+    await stuck

@@ -135,10 +135,9 @@ def register(
 ) -> None:
     """Wires the CarbonAwareJob handlers (and the indexes they read) into `registry`."""
     generations: dict[tuple[str, str], int] = {}
-
-    def wake_soon(key: tuple[str, str]) -> None:
-        # After kopf has stored the index entry this event produced, not before.
-        asyncio.get_running_loop().call_soon(wakeups.wake, key)
+    # After kopf has stored the index entry an event produced, not before; and once for a burst
+    # (a pause changes the Job, then each pod twice): one tick sees all of it.
+    wake_soon = wakeups.wake_later
 
     @kopf.index("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGER}, registry=registry, id="owned_jobs")
     async def owned_jobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:

@@ -10,6 +10,7 @@ unexpected exception ends in `fail_safe`, which keeps the job running if its dea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -42,7 +43,7 @@ from gridwise.k8s.actuator import ANNOTATION_GENERATION, ANNOTATION_SHAPE, Actua
 from gridwise.k8s.builders import METRICS_PORT, is_elastic, job_name
 from gridwise.k8s.kube import Kube
 from gridwise.metrics import JobView, OperatorMetrics
-from gridwise.progress import scrape
+from gridwise.progress import SilentPods, scrape
 from gridwise.signal_hub import SignalHub
 from gridwise.status_writes import WritePolicy, status_patch, write_reason
 from gridwise.step import (
@@ -203,9 +204,21 @@ class Reconciler:
         backoff_s: float = 1.0,
         max_backoff_s: float = 300.0,
         write_policy: WritePolicy | None = None,
+        act_first_s: float = 5.0,
     ) -> None:
-        """`backoff_s` doubles per consecutive transient failure of one object, up to `max_backoff_s`."""
+        """`backoff_s` doubles per consecutive transient failure of one object, up to `max_backoff_s`.
+
+        `act_first_s`: how long a status write waits for other jobs' Job changes still being decided.
+        """
         self.ctx = ctx
+        # When a zone wakes a thousand jobs at once, their Job patches (what pauses the pods) go
+        # before any of their status writes, which would otherwise queue in front of them on the
+        # same connections and API server. Counts ticks that have not yet acted on their Job.
+        self._deciding = 0
+        self._acted = asyncio.Event()
+        self._acted.set()
+        self._act_first_s = act_first_s
+        self._silent = SilentPods()  # pods whose scrape timed out are not asked again for a while
         self.write_policy = write_policy or WritePolicy()
         # The status last written for each object, and when (clock time): what readers have seen.
         self._written: dict[str, tuple[dict[str, Any], datetime | None]] = {}
@@ -243,6 +256,22 @@ class Reconciler:
             finally:
                 self.ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
+    def _begin_deciding(self) -> None:
+        self._deciding += 1
+        self._acted.clear()
+
+    def _done_deciding(self) -> None:
+        self._deciding -= 1
+        if self._deciding <= 0:
+            self._deciding = 0
+            self._acted.set()
+
+    async def _after_pending_acts(self) -> None:
+        """Until no tick is still deciding its Job change (at most `act_first_s`)."""
+        if not self._acted.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acted.wait(), timeout=self._act_first_s)
+
     def _status_in(self, res: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
         """The body's status, or the newer one this process computed (not yet written or not yet seen)."""
         status = dict(body.get("status") or {})
@@ -266,36 +295,11 @@ class Reconciler:
         now = self.ctx.clock.now()
         status = self._status_in(res, body)
         seen: dict[str, Any] = {}
-        retry: float | None = None
-        observed: Observed | None = None
+        self._begin_deciding()
         try:
-            observed = await self.observe(body, res, status, index, now, seen)
-            result = step(res, status, observed, now)
-        except Exception as exc:  # a bug or an unforeseen answer: still end in a defined state
-            what, _ = classify(exc)
-            log.exception("%s: reconcile failed; keeping the job safe", res.key)
-            raw = seen.get("job")
-            job = job_state(raw, res) if raw is not None else None
-            result = fail_safe(res, status, job, now, "InternalError", f"reconcile failed: {what}")
-            observed = None
-        if observed is not None and observed.error is not None and observed.error.transient:
-            retry = self._backoff(res.uid)
-        if result.change and result.spec is not None:
-            try:
-                await self.actuator.apply(body, result.spec, res.generation, result.change)
-            except Exception as exc:
-                what, transient = classify(exc)
-                kind = next(iter(getattr(exc, "__notes__", []) or []), "")
-                verb = kind.rsplit(" ", 1)[-1] if kind else "change"
-                reason = {
-                    CREATE: "JobCreateFailed",
-                    "delete": "JobDeleteFailed",
-                    "adopt": "JobAdoptFailed",
-                }.get(verb, "JobPatchFailed")
-                log.warning("%s: Job %s failed: %s", res.key, verb, what)
-                result = act_failed(result, reason, f"Job {verb} failed: {what}", now, res.generation)
-                if transient:
-                    retry = self._backoff(res.uid)
+            result, observed, retry = await self._decide_and_act(body, res, status, index, now, seen)
+        finally:
+            self._done_deciding()
         # Write only what readers use when it changes, else at most every policy interval
         # (status_writes.py); a deferred status stays in memory and the next tick builds on it.
         written_status, written_at = self._written.get(res.uid) or _as_written(body)
@@ -308,6 +312,7 @@ class Reconciler:
                 write_due = written_at + self.write_policy.max_interval
         else:
             failing = res.uid in self._write_failure
+            await self._after_pending_acts()
             written = await self._write(res, result.status, status_patch(written_status, result.status))
             if written:
                 self.ctx.metrics.status_writes.labels(reason=why).inc()
@@ -352,6 +357,48 @@ class Reconciler:
             retry,
             write_due,
         )
+
+    async def _decide_and_act(
+        self,
+        body: Mapping[str, Any],
+        res: Resource,
+        status: Mapping[str, Any],
+        index: IndexView | None,
+        now: datetime,
+        seen: dict[str, Any],
+    ) -> tuple[StepResult, Observed | None, float | None]:
+        """Observe, step and apply the Job change: the part of a tick that pauses or resumes pods."""
+        retry: float | None = None
+        observed: Observed | None = None
+        try:
+            observed = await self.observe(body, res, status, index, now, seen)
+            result = step(res, status, observed, now)
+        except Exception as exc:  # a bug or an unforeseen answer: still end in a defined state
+            what, _ = classify(exc)
+            log.exception("%s: reconcile failed; keeping the job safe", res.key)
+            raw = seen.get("job")
+            job = job_state(raw, res) if raw is not None else None
+            result = fail_safe(res, status, job, now, "InternalError", f"reconcile failed: {what}")
+            observed = None
+        if observed is not None and observed.error is not None and observed.error.transient:
+            retry = self._backoff(res.uid)
+        if result.change and result.spec is not None:
+            try:
+                await self.actuator.apply(body, result.spec, res.generation, result.change)
+            except Exception as exc:
+                what, transient = classify(exc)
+                kind = next(iter(getattr(exc, "__notes__", []) or []), "")
+                verb = kind.rsplit(" ", 1)[-1] if kind else "change"
+                reason = {
+                    CREATE: "JobCreateFailed",
+                    "delete": "JobDeleteFailed",
+                    "adopt": "JobAdoptFailed",
+                }.get(verb, "JobPatchFailed")
+                log.warning("%s: Job %s failed: %s", res.key, verb, what)
+                result = act_failed(result, reason, f"Job {verb} failed: {what}", now, res.generation)
+                if transient:
+                    retry = self._backoff(res.uid)
+        return result, observed, retry
 
     def _backoff(self, uid: str) -> float:
         n = self._failures.get(uid, 0)
@@ -435,7 +482,7 @@ class Reconciler:
         ips = [p.ip for p in working if p.ip]
         if ips:
             try:
-                trainer = await scrape(self.ctx.scraper, ips, self.ctx.scrape_port)
+                trainer = await scrape(self.ctx.scraper, ips, self.ctx.scrape_port, self._silent)
             except Exception as exc:  # the scrape is best effort: the model estimates instead
                 log.info("%s: trainer scrape failed: %s", res.key, classify(exc)[0])
         observed = Observed(

@@ -56,9 +56,18 @@ class Wakeups:
     """
 
     def __init__(
-        self, clock: Clock, signals: SignalHub, *, max_poll_s: float = 1.0, on_zone_wake: Any = None
+        self,
+        clock: Clock,
+        signals: SignalHub,
+        *,
+        max_poll_s: float = 1.0,
+        on_zone_wake: Any = None,
+        coalesce_s: float = 0.25,
     ) -> None:
+        """`coalesce_s`: watch events of one job within this many wall seconds wake it once."""
         self._clock = clock
+        self._coalesce_s = coalesce_s
+        self._pending: set[JobKey] = set()
         self._on_zone_wake = on_zone_wake  # e.g. a Prometheus counter's inc
         self._signals = signals
         self._max_poll_s = max_poll_s
@@ -92,6 +101,18 @@ class Wakeups:
         event = self._events.get(job)
         if event is not None:
             event.set()
+
+    def wake_later(self, job: JobKey) -> None:
+        """Wakes `job` after `coalesce_s`; more calls meanwhile add nothing (one tick sees them all)."""
+        if job in self._pending:
+            return
+        self._pending.add(job)
+
+        def fire() -> None:
+            self._pending.discard(job)
+            self.wake(job)
+
+        asyncio.get_running_loop().call_later(self._coalesce_s, fire)
 
     def wake_zone(self, zone: ZoneKey) -> int:
         jobs = list(self._by_zone.get(zone, ()))

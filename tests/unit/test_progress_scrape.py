@@ -1,0 +1,70 @@
+"""Scraping trainers: a pod that times out is left alone a while; a refused one is asked next tick."""
+
+from __future__ import annotations
+
+import httpx
+
+from gridwise.progress import SilentPods, scrape
+
+METRICS = "gridwise_trainer_progress_ratio 0.25\ngridwise_trainer_gpu_energy_joules_total 12.0\n"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def client(asked: list[str]) -> httpx.AsyncClient:
+    """Pods as the network shows them: 10.0.0.1 answers, .2 never does (timeout), .3 refuses."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        asked.append(host)
+        if host == "10.0.0.2":
+            raise httpx.ConnectTimeout("timed out", request=request)
+        if host == "10.0.0.3":
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, text=METRICS)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+async def test_a_pod_that_times_out_is_not_asked_again_until_its_hold_ends() -> None:
+    asked: list[str] = []
+    clock = Clock()
+    silent = SilentPods(hold_s=60.0, clock=clock)
+    ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    async with client(asked) as c:
+        sample = await scrape(c, ips, 9400, silent)
+        assert sample is not None and sample.progress == 0.25 and sample.workers == 1
+        assert sorted(asked) == ips
+        asked.clear()
+        clock.t += 30
+        await scrape(c, ips, 9400, silent)
+        assert sorted(asked) == ["10.0.0.1", "10.0.0.3"], "the silent pod is skipped, the refusing one is not"
+        asked.clear()
+        clock.t += 31
+        await scrape(c, ips, 9400, silent)
+        assert sorted(asked) == ips, "after its hold the silent pod is asked again"
+
+
+async def test_without_a_memory_every_pod_is_asked_each_time() -> None:
+    asked: list[str] = []
+    async with client(asked) as c:
+        for _ in range(2):
+            await scrape(c, ["10.0.0.2"], 9400)
+    assert asked == ["10.0.0.2", "10.0.0.2"]
+
+
+def test_the_memory_of_silent_pods_stays_bounded() -> None:
+    clock = Clock()
+    silent = SilentPods(hold_s=1.0, clock=clock)
+    for i in range(70_000):
+        if i == 35_000:
+            clock.t += 5  # the first half has expired by the time the map is trimmed
+        silent.timed_out(f"ip-{i}")
+    assert len(silent._until) <= 65_536
+    assert silent.silent("ip-69999") and not silent.silent("ip-0")
