@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from gridwise.api import GROUP, PLURAL, VERSION
 from gridwise.clock import Clock, SystemClock
+from gridwise.heap import release_periodically
 from gridwise.job_signal import SignalBoard
 from gridwise.k8s.builders import METRICS_PORT
 from gridwise.k8s.credentials import Credentials
@@ -220,6 +221,7 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
     # One zone watcher per term: it wakes the jobs of a zone when that zone's signal changes.
     watch_stop = asyncio.Event()
     watcher = asyncio.create_task(wakeups.watch(watch_stop))
+    trimmer = asyncio.create_task(release_periodically(watch_stop))
     try:
         await kopf.operator(
             registry=registry,
@@ -232,6 +234,7 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
     finally:
         watch_stop.set()
         await watcher
+        await trimmer
 
 
 async def _stop_kopf(op: asyncio.Task[None], kopf_stop: asyncio.Future[None], grace: float) -> None:
