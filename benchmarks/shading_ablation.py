@@ -123,6 +123,8 @@ def main() -> int:
                     got = simulate(trace, jobs, SimSettings(policy=ref, slot=slot), source).emissions_g
                     totals[ref] = totals.get(ref, 0.0) + got
                     per_zone[zone, ref] = per_zone.get((zone, ref), 0.0) + got
+                    if (got - base) / base > worst.get(ref, (-1.0, ""))[0]:
+                        worst[ref] = ((got - base) / base, f"{zone} {start:%m-%d}")
                 for name, weight in variants:
                     decide_module._planning_forecast = planning_forecast(weight)  # type: ignore[assignment]
                     try:
