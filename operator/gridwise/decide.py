@@ -10,7 +10,8 @@ says what is cleanest; this module adds the operator's safety rules on top:
 - the deadline guard overrides the pause budget;
 - a replica count is always within min..max or 0;
 - the forecast policy plans on the forecast raised by `risk_fraction` of the reading's upper error
-  band (planner/risk.py), so it defers work only when the saving beats how wrong the forecast can be.
+  band (planner/risk.py), so it defers work only when the saving beats how wrong the forecast can be;
+  the share ramps in over `risk_ramp_hours` of lead (a slot re-planned within the hour is trusted).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta
 from gridwise.api import JobSpec
 from gridwise.carbon import IntensityPoint, SignalReading
 from gridwise.planner import Plan, PlanRequest, plan
-from gridwise.planner.risk import DEFAULT_RISK_FRACTION, shade_points
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION, DEFAULT_RISK_RAMP_HOURS, shade_points
 from gridwise.planner.scaling import throughputs
 
 REASON_INTENSITY = "CarbonIntensity"
@@ -107,11 +108,13 @@ def decide(
     pauses_in_last_day: int,
     throughput_table: dict[int, float] | None = None,
     risk_fraction: float = DEFAULT_RISK_FRACTION,
+    risk_ramp_hours: float = DEFAULT_RISK_RAMP_HOURS,
 ) -> Decision:
     """The replica count for now: never a pause without a signal, never a missed deadline for a pause.
 
-    `risk_fraction` is the share of the error band the forecast policy plans on (the live operator uses
-    the default; the simulator's `--risk` varies it to check the choice).
+    `risk_fraction` is the share of the error band the forecast policy plans on, reached at
+    `risk_ramp_hours` of lead (0 = at every lead). The live operator uses the defaults; the simulator's
+    `--risk` varies the fraction to check the choice.
     """
     if remaining_work_gpu_hours <= 0:
         return Decision(current_replicas, REASON_DONE, "all planned work is done", None, risk=RISK_DONE)
@@ -139,6 +142,7 @@ def decide(
         pauses_in_last_day=pauses_in_last_day,
         throughput_table=throughput_table,
         risk_fraction=risk_fraction,
+        risk_ramp_hours=risk_ramp_hours,
     )
     if not reading.stale:
         return replace(decision, signal=_signal_step(reading, now))
@@ -250,8 +254,9 @@ def _planned(
     pauses_in_last_day: int,
     throughput_table: dict[int, float] | None,
     risk_fraction: float,
+    risk_ramp_hours: float,
 ) -> Decision:
-    forecast = _planning_forecast(spec, reading, current, now, risk_fraction)
+    forecast = _planning_forecast(spec, reading, current, now, risk_fraction, risk_ramp_hours)
     request = PlanRequest(
         now=now,
         deadline=spec.deadline,
@@ -328,11 +333,16 @@ def _planned(
 
 
 def _planning_forecast(
-    spec: JobSpec, reading: SignalReading, current: IntensityPoint, now: datetime, risk_fraction: float
+    spec: JobSpec,
+    reading: SignalReading,
+    current: IntensityPoint,
+    now: datetime,
+    risk_fraction: float,
+    risk_ramp_hours: float = DEFAULT_RISK_RAMP_HOURS,
 ) -> list[IntensityPoint]:
     """The points the planner gets: now's value, then the forecast to the policy's horizon, shaded.
 
-    Only predicted points are shaded, each by its own band; a measured current value is not.
+    Only predicted points are shaded, each by its own band and lead; a measured current value is not.
     """
     horizon_end = now + timedelta(hours=spec.policy.forecast_horizon_hours)
     band = {id(p): e for p, e in zip(reading.forecast, reading.upper_error(), strict=True)}
@@ -341,7 +351,8 @@ def _planning_forecast(
     ordered = sorted({p.start: p for p in kept}.values(), key=lambda p: p.start)
     if spec.policy.type != "forecast" or not reading.forecast_upper:
         return ordered
-    return shade_points(ordered, [band.get(id(p), 0.0) for p in ordered], risk_fraction)
+    bands = [band.get(id(p), 0.0) for p in ordered]
+    return shade_points(ordered, bands, risk_fraction, now=now, ramp_hours=risk_ramp_hours)
 
 
 def _transient_resize(result: Plan, spec: JobSpec, current: int, new: int) -> bool:

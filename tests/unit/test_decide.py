@@ -21,7 +21,7 @@ from gridwise.decide import (
     deadline_width,
     decide,
 )
-from gridwise.planner.risk import DEFAULT_RISK_FRACTION
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION, DEFAULT_RISK_RAMP_HOURS
 
 NOW = datetime(2022, 6, 1, 12, tzinfo=UTC)
 
@@ -174,8 +174,8 @@ def banded(values: list[float], band: float) -> SignalReading:
 
 
 def test_forecast_policy_shades_the_forecast_with_the_readings_band() -> None:
-    """10% cleaner later by forecast, but the forecast may be 60 g/kWh off: with the band, run now."""
-    values = [200.0] + [180.0] * 47
+    """10% cleaner tomorrow by forecast, but the forecast may be 60 g/kWh off a day ahead: run now."""
+    values = [200.0] * 24 + [180.0] * 24
     kw: dict[str, Any] = {"now": NOW, "remaining_work_gpu_hours": 8.0, "current_replicas": 0}
     kw["pauses_in_last_day"] = 0
     assert decide(spec(), reading(values), **kw).replicas == 0
@@ -184,9 +184,27 @@ def test_forecast_policy_shades_the_forecast_with_the_readings_band() -> None:
     assert shaded.replicas > 0
     assert decide(spec(), banded(values, 60.0), risk_fraction=0.0, **kw).replicas == 0
     assert shaded.plan is not None
-    first, later = shaded.plan.slots[0], shaded.plan.slots[-1]
-    assert first.intensity == pytest.approx(200.0)  # the measured value now is not shaded
-    assert later.intensity == pytest.approx(180.0 + DEFAULT_RISK_FRACTION * 60.0)
+    at = {slot.start: slot.intensity for slot in shaded.plan.slots}
+    assert at[NOW] == pytest.approx(200.0)  # the measured value now is not shaded
+    # Shaded by fraction x lead / ramp of the band, in full from the ramp's end on.
+    half_ramp = NOW + timedelta(hours=DEFAULT_RISK_RAMP_HOURS / 2)
+    assert at[half_ramp] == pytest.approx(200.0 + DEFAULT_RISK_FRACTION * 60.0 / 2)
+    assert at[NOW + timedelta(hours=47)] == pytest.approx(180.0 + DEFAULT_RISK_FRACTION * 60.0)
+
+
+def test_a_cleaner_next_hour_is_trusted_despite_a_wide_band() -> None:
+    """Cleaner for the next 3 h by 10%, band 60 g/kWh: a slot re-planned within the hour is worth waiting for.
+
+    With the band in full at every lead (no ramp, the earlier rule) the job would run now at 200.
+    """
+    values = [200.0] + [180.0] * 3 + [200.0] * 44
+    kw: dict[str, Any] = {"now": NOW, "remaining_work_gpu_hours": 2.0, "current_replicas": 0}
+    kw["pauses_in_last_day"] = 0
+    waits = decide(spec(), banded(values, 60.0), **kw)
+    assert waits.replicas == 0 and waits.next_change_time == NOW + timedelta(hours=1)
+    assert decide(spec(), banded(values, 60.0), risk_ramp_hours=0.0, **kw).replicas > 0
+    with pytest.raises(ValueError, match="ramp"):
+        decide(spec(), banded(values, 60.0), risk_ramp_hours=-1.0, **kw)
 
 
 def test_only_the_forecast_policy_shades() -> None:

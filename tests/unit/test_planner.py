@@ -12,7 +12,7 @@ from gridwise.carbon.reading import IntensityPoint
 from gridwise.planner import POLICIES, PlanRequest, plan
 from gridwise.planner.baselines import carbonscaler, stretch_replicas, waitawhile
 from gridwise.planner.policies import Problem, carbon_optimal
-from gridwise.planner.risk import shade
+from gridwise.planner.risk import lead_weight, shade
 from gridwise.planner.scaling import throughputs
 
 NOW = datetime(2022, 6, 1, 0, 20, tzinfo=UTC)
@@ -248,6 +248,20 @@ def test_shading_raises_only_by_the_upper_error() -> None:
     assert shade((100.0,), (10.0,), 0.0) == (100.0,)
     with pytest.raises(ValueError, match="shading fraction"):
         shade((100.0,), (10.0,), -1.0)
+
+
+def test_shading_ramps_in_with_the_lead() -> None:
+    """fraction x min(1, lead / ramp) of the band: nothing now, half at half the ramp, all beyond it."""
+    assert lead_weight(0.0, 24.0) == 0.0
+    assert lead_weight(6.0, 24.0) == pytest.approx(0.25)
+    assert lead_weight(24.0, 24.0) == lead_weight(100.0, 24.0) == 1.0
+    assert lead_weight(-1.0, 24.0) == 0.0
+    assert lead_weight(0.0, 0.0) == 1.0, "no ramp: the band in full at every lead"
+    values, errors = (100.0, 100.0, 100.0), (40.0, 40.0, 40.0)
+    assert shade(values, errors, 0.5, (0.0, 12.0, 48.0), 24.0) == pytest.approx((100.0, 110.0, 120.0))
+    assert shade(values, errors, 0.5, (0.0, 12.0, 48.0), 0.0) == pytest.approx((120.0,) * 3)
+    with pytest.raises(ValueError, match="ramp"):
+        lead_weight(1.0, -2.0)
 
 
 def test_shaded_future_keeps_a_small_forecast_saving_from_deferring() -> None:

@@ -18,7 +18,7 @@ from gridwise.carbon.traces import (
     load_trace,
 )
 from gridwise.planner.model import DEFAULT_SWITCHING_COST_GPU_HOURS
-from gridwise.planner.risk import DEFAULT_RISK_FRACTION
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION, DEFAULT_RISK_RAMP_HOURS
 from gridwise.simulate.engine import (
     SIM_POLICIES,
     SimResult,
@@ -116,8 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--risk",
         type=float,
         default=DEFAULT_RISK_FRACTION,
-        help="forecast policy: plan on forecast + this share of its upper error band "
-        "(0 = trust the forecast; default %(default)s)",
+        help="forecast policy: plan on forecast + this share of its upper error band, ramped in over "
+        f"the first {DEFAULT_RISK_RAMP_HOURS:g} h of lead (0 = trust the forecast; default %(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", help="write a PNG of intensity, run windows and replicas")

@@ -23,7 +23,7 @@ from gridwise.carbon.traces import Trace
 from gridwise.planner.baselines import carbonscaler, stretch_replicas, waitawhile
 from gridwise.planner.model import DEFAULT_SWITCHING_COST_GPU_HOURS
 from gridwise.planner.policies import Problem
-from gridwise.planner.risk import DEFAULT_RISK_FRACTION
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION, DEFAULT_RISK_RAMP_HOURS
 from gridwise.planner.scaling import throughputs
 from gridwise.planner.slots import EPOCH, build_grid
 from gridwise.simulate import operator_path, oracle
@@ -43,6 +43,7 @@ class SimSettings:
     switching_cost_gpu_hours: float = DEFAULT_SWITCHING_COST_GPU_HOURS
     max_pauses_per_day: int | None = operator_path.DEFAULT_MAX_PAUSES_PER_DAY
     risk_fraction: float = DEFAULT_RISK_FRACTION
+    risk_ramp_hours: float = DEFAULT_RISK_RAMP_HOURS
 
 
 @dataclass
@@ -164,6 +165,7 @@ class _Run:
             current_replicas=state.replicas,
             pauses_in_last_day=sum(1 for t in state.pause_times if now - t < DAY),
             risk_fraction=self.settings.risk_fraction,
+            risk_ramp_hours=self.settings.risk_ramp_hours,
         )
 
     def stretch(self, state: _State, now: datetime, remaining: float) -> int:

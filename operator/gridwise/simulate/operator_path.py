@@ -18,7 +18,7 @@ from gridwise import accounting
 from gridwise.api import JobSpec, PolicySpec
 from gridwise.carbon.reading import SignalReading
 from gridwise.decide import decide
-from gridwise.planner.risk import DEFAULT_RISK_FRACTION
+from gridwise.planner.risk import DEFAULT_RISK_FRACTION, DEFAULT_RISK_RAMP_HOURS
 from gridwise.simulate.forecasts import Live
 from gridwise.simulate.jobs import SimJob
 
@@ -90,6 +90,7 @@ def replicas_now(
     current_replicas: int,
     pauses_in_last_day: int,
     risk_fraction: float = DEFAULT_RISK_FRACTION,
+    risk_ramp_hours: float = DEFAULT_RISK_RAMP_HOURS,
 ) -> int:
     """The operator's replica count for now (decide() shades the forecast policy with the band)."""
     return decide(
@@ -100,6 +101,7 @@ def replicas_now(
         current_replicas=current_replicas,
         pauses_in_last_day=pauses_in_last_day,
         risk_fraction=risk_fraction,
+        risk_ramp_hours=risk_ramp_hours,
     ).replicas
 
 
