@@ -307,6 +307,12 @@ def main() -> int:
     ap.add_argument(
         "--steady-seconds", type=float, default=240.0, help="steady state measured before the change"
     )
+    ap.add_argument(
+        "--settle-seconds",
+        type=float,
+        help="time the replay clock leaves for every job to start before the steady window "
+        "(default: 600 or 1.5 s per job, whichever is more)",
+    )
     ap.add_argument("--timeout", type=float, default=300.0, help="give up this long after the change")
     ap.add_argument("--no-floor", action="store_true", help="skip the direct-suspend floor")
     ap.add_argument("--json-out", type=Path, help="also write the result here")
@@ -334,7 +340,9 @@ def main() -> int:
             time.sleep(0.2)
         # The replay clock runs at wall speed; its start leaves time for every job to start (about
         # 1.5 s per job on this machine when it is busy) plus the steady window before the change.
-        settle_budget = max(600.0, args.jobs * 1.5)
+        settle_budget = (
+            args.settle_seconds if args.settle_seconds is not None else max(600.0, args.jobs * 1.5)
+        )
         lead = settle_budget + args.steady_seconds
         anchor = time.time() + 5
         start = CHANGE - timedelta(seconds=lead)
@@ -375,7 +383,10 @@ def main() -> int:
         steady_from = time.time()
         if change_wall - steady_from < args.steady_seconds * 0.5:
             raise SystemExit("jobs took too long to start: raise --steady-seconds or lower --jobs")
-        log(f"all {args.jobs} jobs running; grid turns dirty in {change_wall - steady_from:.0f}s")
+        log(
+            f"all {args.jobs} jobs running; grid turns dirty in {change_wall - steady_from:.0f}s "
+            f"(operator pid {op.pid})"
+        )
         watch = JobWatch(cp)
         while time.time() < change_wall:
             time.sleep(0.2)
