@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
-from gridwise.progress import SilentPods, scrape
+from gridwise.progress import SilentPods, scrape, scrape_client
 
 METRICS = "gridwise_trainer_progress_ratio 0.25\ngridwise_trainer_gpu_energy_joules_total 12.0\n"
 
@@ -68,3 +70,27 @@ def test_the_memory_of_silent_pods_stays_bounded() -> None:
         silent.timed_out(f"ip-{i}")
     assert len(silent._until) <= 65_536
     assert silent.silent("ip-69999") and not silent.silent("ip-0")
+
+
+async def test_scrapes_in_flight_are_bounded_across_jobs() -> None:
+    """A zone wake scrapes every job's pods at once; no more than the slots may be in flight."""
+    in_flight, peak = 0, 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return httpx.Response(200, text=METRICS)
+
+    slots = asyncio.Semaphore(3)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as c:
+        jobs = [scrape(c, [f"10.0.{j}.1", f"10.0.{j}.2"], 9400, None, slots) for j in range(10)]
+        samples = await asyncio.gather(*jobs)
+    assert all(s is not None and s.workers == 2 for s in samples)
+    assert peak == 3
+
+
+def test_pod_scrapes_never_go_through_a_proxy_from_the_environment() -> None:
+    assert scrape_client().trust_env is False

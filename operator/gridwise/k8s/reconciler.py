@@ -43,7 +43,7 @@ from gridwise.k8s.actuator import ANNOTATION_GENERATION, ANNOTATION_SHAPE, Actua
 from gridwise.k8s.builders import METRICS_PORT, is_elastic, job_name
 from gridwise.k8s.kube import Kube
 from gridwise.metrics import JobView, OperatorMetrics
-from gridwise.progress import SilentPods, scrape
+from gridwise.progress import SCRAPE_SLOTS, SilentPods, scrape
 from gridwise.signal_hub import SignalHub
 from gridwise.status_writes import WritePolicy, status_patch, write_reason
 from gridwise.step import (
@@ -219,6 +219,7 @@ class Reconciler:
         self._acted.set()
         self._act_first_s = act_first_s
         self._silent = SilentPods()  # pods whose scrape timed out are not asked again for a while
+        self._scrape_slots = asyncio.Semaphore(SCRAPE_SLOTS)
         self.write_policy = write_policy or WritePolicy()
         # The status last written for each object, and when (clock time): what readers have seen.
         self._written: dict[str, tuple[dict[str, Any], datetime | None]] = {}
@@ -482,7 +483,9 @@ class Reconciler:
         ips = [p.ip for p in working if p.ip]
         if ips:
             try:
-                trainer = await scrape(self.ctx.scraper, ips, self.ctx.scrape_port, self._silent)
+                trainer = await scrape(
+                    self.ctx.scraper, ips, self.ctx.scrape_port, self._silent, self._scrape_slots
+                )
             except Exception as exc:  # the scrape is best effort: the model estimates instead
                 log.info("%s: trainer scrape failed: %s", res.key, classify(exc)[0])
         observed = Observed(
