@@ -1,0 +1,58 @@
+"""kopf's change detection sees the same essence of a CarbonAwareJob with the lean diff base."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kopf
+
+from gridwise.k8s.runtime import LeanDiffBase
+
+
+class NoCopy(dict[str, Any]):
+    """A status that fails the test if anything deep-copies it."""
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        raise AssertionError("the status was deep-copied")
+
+
+def caj(status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "gridwise.dev/v1alpha1",
+        "kind": "CarbonAwareJob",
+        "metadata": {
+            "name": "j",
+            "namespace": "ns",
+            "uid": "u",
+            "generation": 3,
+            "resourceVersion": "42",
+            "labels": {"team": "a"},
+            "annotations": {
+                "note": "kept",
+                "gridwise.dev/last-handled-configuration": '{"spec": {}}',
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            },
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+            "finalizers": ["gridwise.dev/finalizer"],
+        },
+        "spec": {"completeWithin": "24h", "replicas": {"min": 1, "max": 2}, "work": {"gpuHours": 4}},
+        "status": status,
+    }
+
+
+def test_the_lean_essence_is_kopfs_own() -> None:
+    status = {"phase": "Running", "conditions": [{"type": "Suspended", "status": "False"}]}
+    raw = caj(status)
+    kopfs = kopf.AnnotationsDiffBaseStorage(prefix="gridwise.dev", key="last-handled-configuration")
+    lean = LeanDiffBase(prefix="gridwise.dev", key="last-handled-configuration")
+    assert lean.build(body=kopf.Body(copy.deepcopy(raw))) == kopfs.build(body=kopf.Body(raw))
+    changed = caj(status)
+    changed["spec"]["replicas"]["max"] = 4
+    assert lean.build(body=kopf.Body(changed)) != lean.build(body=kopf.Body(raw)), "a spec edit is a diff"
+
+
+def test_the_status_is_never_copied() -> None:
+    lean = LeanDiffBase(prefix="gridwise.dev", key="last-handled-configuration")
+    essence = lean.build(body=kopf.Body(caj(NoCopy(phase="Running"))))  # type: ignore[arg-type]
+    assert "status" not in essence and essence["spec"]["work"] == {"gpuHours": 4}
