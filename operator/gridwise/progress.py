@@ -91,7 +91,7 @@ async def _scrape_one(
         resp.raise_for_status()
         progress, energy = parse_metrics(resp.text)
         return progress, energy, parse_throughput(resp.text)
-    except (httpx.ConnectTimeout, httpx.ReadTimeout, httpx.ConnectError):
+    except (httpx.ConnectTimeout, httpx.ReadTimeout):
         raise  # the pod's own silence (not a full pool): the caller may leave it alone a while
     except (httpx.HTTPError, ValueError):
         return None
@@ -111,18 +111,15 @@ def scrape_client(timeout_s: float = 1.0) -> httpx.AsyncClient:
 
 
 class SilentPods:
-    """Pod addresses whose last scrape failed to connect, left alone a while (monotonic seconds).
+    """Pod addresses whose last scrape timed out, left alone for `hold_s` (monotonic seconds).
 
-    A timeout costs the whole scrape timeout and is held `hold_s`; a refused connection (a trainer
-    still starting, or a container that serves no metrics) is cheap but not free and is held
-    `refused_hold_s`. When a zone wakes a thousand jobs whose pods never answer, those attempts
-    would otherwise crowd out every decision of the wake.
+    A timeout costs the whole scrape timeout; a refused connection (a trainer still starting) is
+    cheap and is tried again next tick, so its first progress is seen at once. When a zone wakes a
+    thousand jobs whose pods never answer, those timeouts would otherwise hold every decision.
     """
 
-    def __init__(
-        self, hold_s: float = 60.0, refused_hold_s: float = 15.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._hold_s, self._refused_hold_s, self._clock = hold_s, refused_hold_s, clock
+    def __init__(self, hold_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._hold_s, self._clock = hold_s, clock
         self._until: dict[str, float] = {}
 
     def silent(self, ip: str) -> bool:
@@ -135,13 +132,7 @@ class SilentPods:
         return True
 
     def timed_out(self, ip: str) -> None:
-        self._hold(ip, self._hold_s)
-
-    def refused(self, ip: str) -> None:
-        self._hold(ip, self._refused_hold_s)
-
-    def _hold(self, ip: str, seconds: float) -> None:
-        self._until[ip] = self._clock() + seconds
+        self._until[ip] = self._clock() + self._hold_s
         if len(self._until) > 65_536:  # pods come and go: drop the expired ones now and then
             now = self._clock()
             self._until = {k: v for k, v in self._until.items() if v > now}
@@ -174,10 +165,6 @@ async def scrape(
         except (httpx.ConnectTimeout, httpx.ReadTimeout):
             if silent is not None:
                 silent.timed_out(ip)
-            return None
-        except httpx.ConnectError:
-            if silent is not None:
-                silent.refused(ip)
             return None
 
     results = await asyncio.gather(*(one(ip) for ip in pod_ips))
