@@ -249,7 +249,10 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
     finally:
         watch_stop.set()
         await watcher
-        await trimmer
+        # kopf cancels the loop's other tasks when it stops on a signal: a cancelled trimmer is done.
+        trimmer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await trimmer
 
 
 async def _stop_kopf(op: asyncio.Task[None], kopf_stop: asyncio.Future[None], grace: float) -> None:
