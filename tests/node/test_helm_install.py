@@ -158,12 +158,18 @@ def test_helm_install_runs_the_operator_on_the_real_node(
             time.sleep(1)
         else:
             pytest.fail(f"no status from the in-cluster operator: {caj.get('status')}\n{diagnose(cp, ns)}")
-        # Clean grid (50 < 300 gCO2/kWh): the operator creates the Job, unsuspended.
-        jobs = get_json(cp, jobs_ns, "jobs")["items"]
+        # Clean grid (50 < 300 gCO2/kWh): the operator creates the Job (suspended until its first
+        # plan, written to status at once) and resumes it on the next reconcile, within a second or two.
+        deadline = time.monotonic() + 60
+        while True:
+            jobs = get_json(cp, jobs_ns, "jobs")["items"]
+            if (jobs and jobs[0]["spec"].get("suspend") is not True) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
         owner = jobs[0]["metadata"]["ownerReferences"][0]
         assert owner["kind"] == "CarbonAwareJob" and owner["name"] == "static-job"
-        assert jobs[0]["spec"].get("suspend") is not True
+        assert jobs[0]["spec"].get("suspend") is not True, diagnose(cp, ns)
         logs = cp.kubectl("-n", ns, "logs", "-l", f"app.kubernetes.io/instance={release}", "--tail=-1").stdout
         # The in-cluster leader created the Job (no other operator runs here).
         assert f"{jobs_ns}/static-job: JobCreated" in logs, logs[-4000:]
