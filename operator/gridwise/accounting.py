@@ -7,8 +7,9 @@ wrote into the CarbonAwareJob's status and loses nothing. What it counts, and wh
   the trainer's own progress when it reports.
 - Energy comes from pods that are Running, terminating ones included (a pod that checkpoints
   after SIGTERM still draws power), or from the trainer's energy counter when it reports.
-- An interval is split where the pod counts were observed to change (half at the old count,
-  half at the new: the change happened somewhere in between) and where the intensity changed.
+- An interval is split where the pod counts changed: at each new pod's start where the pods say
+  when they started, else half at the old count and half at the new (the change happened
+  somewhere in between); and where the intensity changed.
 - Time before the first carbon reading is kept as unpriced energy and booked at the first value
   that arrives, instead of at 0 g forever.
 - Avoided emissions are split into a timing part (same energy, the baseline's intensity) and a
@@ -135,21 +136,52 @@ def intensity_at(changes: Sequence[tuple[datetime, float | None]], when: datetim
     return value
 
 
+def usage_steps(
+    start: datetime, end: datetime, before: Usage, after: Usage, started: Sequence[datetime] = ()
+) -> list[tuple[datetime, Usage]]:
+    """When, inside [start, end), the pods went from `before` to `after`: (from, usage) steps.
+
+    Pods were added and the new ones' start times are known (`started`: when each working pod
+    began running): one step each, at its start. The newest starts are the new pods; a start
+    before `start` counts from `start`. Otherwise the change happened somewhere in between, and
+    it is booked at the midpoint. The difference matters after a long gap (an operator restart,
+    an API server outage): a pod that was Pending at the last tick 40 s ago and Running now ran
+    since its start, not for the second half of the gap.
+    """
+    added = after.working - before.working
+    if added > 0 and after.drawing - before.drawing == added and len(started) >= added:
+        newest = sorted(started)[-added:]
+        steps: list[tuple[datetime, Usage]] = []
+        for i, when in enumerate(newest, start=1):
+            usage = Usage(before.working + i, before.drawing + i)
+            steps.append((min(max(when, start), end), usage))
+        return steps
+    return [(start + (end - start) / 2, after)]
+
+
+def _usage_at(before: Usage, steps: Sequence[tuple[datetime, Usage]], when: datetime) -> Usage:
+    usage = before
+    for at, step in steps:
+        if at <= when:
+            usage = step
+    return usage
+
+
 def _segments(
     start: datetime,
     end: datetime,
     before: Usage,
-    after: Usage,
+    steps: Sequence[tuple[datetime, Usage]],
     changes: Sequence[tuple[datetime, float | None]],
 ) -> list[tuple[float, Usage, float | None]]:
-    """(seconds, usage, intensity) pieces of [start, end), cut at the midpoint and at intensity changes."""
-    mid = start + (end - start) / 2
-    cuts = sorted({start, mid, end, *(t for t, _ in changes if start < t < end)})
+    """(seconds, usage, intensity) pieces of [start, end), cut at usage steps and intensity changes."""
+    inside = [t for t, _ in (*steps, *changes) if start < t < end]
+    cuts = sorted({start, end, *inside})
     out: list[tuple[float, Usage, float | None]] = []
     for a, b in itertools.pairwise(cuts):
         seconds = (b - a).total_seconds()
         if seconds > 0:
-            out.append((seconds, before if a < mid else after, intensity_at(changes, a)))
+            out.append((seconds, _usage_at(before, steps, a), intensity_at(changes, a)))
     return out
 
 
@@ -183,8 +215,12 @@ def advance(
     model: Model,
     measured_energy_joules: float | None = None,
     measured_work_gpu_hours: float | None = None,
+    started: Sequence[datetime] = (),
 ) -> Totals:
     """Adds the interval [start, end) to the totals.
+
+    The pods changed from `before` to `after` at the times `usage_steps` gives (`started`: when
+    each working pod began running, where known).
 
     `intensities` are (from, gCO2/kWh) changes in time order; None means no reading. Measured
     energy (the trainer's counter) and work (its progress) replace the model's estimates for the
@@ -196,7 +232,7 @@ def advance(
     """
     if end <= start:
         return totals
-    pieces = _segments(start, end, before, after, intensities)
+    pieces = _segments(start, end, before, usage_steps(start, end, before, after, started), intensities)
     total_seconds = sum(s for s, _, _ in pieces)
     modeled: list[tuple[float, float]] = []  # (energy J, work GPU-h) per piece
     remaining = max(0.0, model.work_gpu_hours - totals.work_done_gpu_hours)

@@ -21,6 +21,10 @@ class Clock(Protocol):
         """Wait `seconds` of this clock's time."""
         ...
 
+    def at_wall(self, unix_seconds: float) -> datetime:
+        """This clock's time at a wall-clock instant: where a timestamp the cluster wrote falls."""
+        ...
+
 
 class SystemClock:
     """Wall-clock time: what the live operator uses by default."""
@@ -30,6 +34,9 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    def at_wall(self, unix_seconds: float) -> datetime:
+        return datetime.fromtimestamp(unix_seconds, UTC)
 
 
 class ReplayClock:
@@ -61,6 +68,9 @@ class ReplayClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self._speed)
 
+    def at_wall(self, unix_seconds: float) -> datetime:
+        return self._start + timedelta(seconds=(unix_seconds - self._wall0) * self._speed)
+
 
 class ManualClock:
     """Time that moves only when told to: for deterministic tests and the simulator."""
@@ -84,3 +94,7 @@ class ManualClock:
     async def sleep(self, seconds: float) -> None:
         self.advance(seconds)
         await asyncio.sleep(0)
+
+    def at_wall(self, unix_seconds: float) -> datetime:
+        """Timestamps are taken as this clock's own time (tests write them in it)."""
+        return datetime.fromtimestamp(unix_seconds, UTC)

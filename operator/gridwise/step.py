@@ -149,6 +149,9 @@ class Observed:
     pods: Usage = field(default_factory=Usage)
     pods_present: int = 0  # pods of the Job that exist and have not finished (any phase)
     pods_known: bool = True
+    # When each working pod began running (the operator's clock), where its status says: accounting
+    # books a pod that started during a long gap from its start, not from the gap's midpoint.
+    started: tuple[datetime, ...] = ()
     trainer: TrainerSample | None = None
     job_known: bool = True
     error: ObserveError | None = None
@@ -317,6 +320,7 @@ def account(spec: JobSpec, status: Mapping[str, Any], observed: Observed, now: d
         ),
         measured_energy_joules=measured_energy,
         measured_work_gpu_hours=measured_work,
+        started=observed.started if observed.pods_known else (),
     )
     booked = current if current is not None else previous
     return Accounted(totals, trainer_energy, source, after, booked, rates)

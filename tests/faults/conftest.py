@@ -274,6 +274,20 @@ def assert_finished_by_the_deadline(
     assert completed <= deadline, (completed, deadline)
 
 
+def timeline(trainer: Trainer) -> str:
+    """Every status the trainer saw, one line each: where a total stalled or jumped, for a failure."""
+    lines = []
+    for s in trainer.samples:
+        acc = s.get("accounting") or {}
+        at = (parse_time(acc["lastTime"]) - T0).total_seconds() / trainer.speed
+        lines.append(
+            f"  wall +{at:7.2f}s {s.get('phase', '?'):<10} energy {float(s.get('energyJoules', 0)):>10.0f} J "
+            f"working {acc.get('workingPods')} drawing {acc.get('drawingPods')} "
+            f"pods seen {trainer.replica_seconds(trainer.operators.anchor + at):.0f} replica-s"
+        )
+    return "\n".join(lines)
+
+
 def assert_totals_match_the_pods(
     trainer: Trainer, st: dict[str, Any], *, grams_per_kwh: float, slack_wall_s: float = 1.0
 ) -> None:
@@ -309,7 +323,7 @@ def assert_totals_match_the_pods(
     energy = float(st["energyJoules"])
     assert WATTS * least <= energy <= WATTS * most, (
         f"energy {energy:.0f} J; the pods ran {least:.0f}..{most:.0f} replica-seconds of work "
-        f"at {WATTS:.0f} W"
+        f"at {WATTS:.0f} W; the statuses the trainer saw:\n{timeline(trainer)}"
     )
     work = float(st["accounting"]["workDoneGPUHours"]) * 3600.0
     assert least <= work <= most, (work, least, most)

@@ -157,6 +157,46 @@ def test_a_pod_count_change_is_booked_half_and_half() -> None:
     assert t.energy_joules == pytest.approx(2 * 500 * 3600)
 
 
+def test_pods_that_say_when_they_started_are_booked_from_their_start() -> None:
+    # A 2-hour gap (an operator restart): Pending at its start, two pods Running at its end that
+    # started 30 and 90 minutes in. Booked from their starts, not half the gap at 2.
+    starts = [T + timedelta(minutes=90), T + timedelta(minutes=30)]
+    t = advance(
+        Totals(), start=T, end=T + timedelta(hours=2), before=Usage(0, 0), after=Usage(2, 2),
+        intensities=[(T, 100.0)], model=model(), started=starts,
+    )  # fmt: skip
+    assert t.work_done_gpu_hours == pytest.approx(1.5 + 0.5)
+    assert t.energy_joules == pytest.approx(500 * 3600 * 2.0)
+    # A pod already running before the gap (the last status was written before it started
+    # running, but the one that said so was lost) counts from the gap's start; only the new pod
+    # (the latest start) steps up inside it.
+    early = [T - timedelta(hours=1), T + timedelta(hours=1)]
+    t = advance(
+        Totals(), start=T, end=T + timedelta(hours=2), before=Usage(1, 1), after=Usage(2, 2),
+        intensities=[(T, 100.0)], model=model(), started=early,
+    )  # fmt: skip
+    assert t.work_done_gpu_hours == pytest.approx(2.0 + 1.0)
+
+
+def test_without_start_times_or_for_pods_gone_the_midpoint_stays() -> None:
+    gone = advance(
+        Totals(), start=T, end=T + timedelta(hours=2), before=Usage(2, 2), after=Usage(1, 1),
+        intensities=[(T, 100.0)], model=model(), started=[T - timedelta(hours=5)],
+    )  # fmt: skip
+    assert gone.work_done_gpu_hours == pytest.approx(2.0 + 1.0)  # 1 h at 2, 1 h at 1
+    unknown = advance(
+        Totals(), start=T, end=T + timedelta(hours=2), before=Usage(0, 0), after=Usage(2, 2),
+        intensities=[(T, 100.0)], model=model(), started=[T + timedelta(minutes=90)],
+    )  # fmt: skip
+    assert unknown.work_done_gpu_hours == pytest.approx(2.0)  # one start for two new pods: midpoint
+    # A terminating pod left as a new one started: the starts do not say which pods draw power.
+    mixed = advance(
+        Totals(), start=T, end=T + timedelta(hours=2), before=Usage(0, 1), after=Usage(1, 1),
+        intensities=[(T, 100.0)], model=model(), started=[T + timedelta(minutes=90)],
+    )  # fmt: skip
+    assert mixed.work_done_gpu_hours == pytest.approx(1.0)  # the midpoint, not the start (0.5)
+
+
 def test_the_interval_is_split_where_the_intensity_changed() -> None:
     changes = changes_for(T, 100.0, 500.0, T + timedelta(minutes=30))
     t = advance(

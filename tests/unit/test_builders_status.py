@@ -143,6 +143,22 @@ def test_pods_are_indexed_by_what_they_do() -> None:
     assert p is not None and p.terminating and p.phase == "Running"
 
 
+def test_a_running_pod_says_when_its_containers_started() -> None:
+    def pod(*starts: object, phase: str = "Running") -> dict[str, object]:
+        states = [{"state": {"running": {"startedAt": s}}} for s in starts]
+        return {"metadata": {"name": "p"}, "status": {"phase": phase, "containerStatuses": states}}
+
+    p = pod_info(pod("2026-12-02T03:00:00Z", "2026-12-02T03:00:05Z"))
+    assert p is not None and p.running_since == datetime(2026, 12, 2, 3, 0, 5, tzinfo=UTC).timestamp()
+    # What a kubelet (or a hostile writer of pod status) may put there never breaks the index.
+    for bad in (pod("yesterday"), pod(17), pod(), pod("2026-12-02T03:00:00Z", phase="Pending")):
+        p = pod_info(bad)
+        assert p is not None and p.running_since is None, bad
+    statuses = ["x", {"state": 3}, {"state": {"running": "now"}}]
+    odd = {"metadata": {"name": "p"}, "status": {"phase": "Running", "containerStatuses": statuses}}
+    assert (p := pod_info(odd)) is not None and p.running_since is None
+
+
 class FakeKube:
     """Records the API calls the actuator makes (the API server is tested in tests/cluster)."""
 

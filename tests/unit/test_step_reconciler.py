@@ -16,7 +16,7 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from gridwise.clock import ManualClock
-from gridwise.k8s.reconciler import OperatorContext, Reconciler
+from gridwise.k8s.reconciler import IndexView, OperatorContext, PodInfo, Reconciler
 from gridwise.metrics import OperatorMetrics
 from gridwise.signal_hub import SignalHub
 
@@ -300,3 +300,23 @@ async def test_a_status_write_waits_for_other_jobs_decisions_only_so_long(env: A
     assert result.written and kube.calls[-1] == ("status", "b"), "one slow job cannot hold every write"
     kube.hold["a"].set()
     await stuck
+
+
+async def test_after_a_gap_a_pod_is_booked_from_when_it_started_running(env: Any) -> None:
+    # The last status was written while the pod was Pending; the operator was then away for 40
+    # minutes (a restart, an API server outage). The pod says it has run since minute 30: ten
+    # minutes of work, not the twenty that half the gap would give.
+    reconciler, kube, clock = env
+    first = await reconciler.tick(body(policy={"type": "agnostic"}))  # creates the Job
+    kube.jobs["j"]["spec"]["suspend"] = False
+    written = (await reconciler.tick(body(first.status, policy={"type": "agnostic"}))).status
+    assert written["accounting"]["workingPods"] == 0 and written["phase"] == "Running"
+    started = T0 + timedelta(minutes=30)
+    clock.set(T0 + timedelta(minutes=40))
+    pod = PodInfo("j-0", "Running", None, False, running_since=started.timestamp())  # no IP: no scrape
+    fresh = Reconciler(reconciler.ctx, backoff_s=0.0)  # a new term: nothing held in memory
+    result = await fresh.tick(body(written, policy={"type": "agnostic"}), IndexView(kube.jobs["j"], [pod]))
+    acc = result.status["accounting"]
+    assert acc["workingPods"] == 1
+    assert acc["workDoneGPUHours"] == pytest.approx(10 / 60)
+    assert result.status["energyJoules"] == pytest.approx(10 * 60 * 400.0)

@@ -93,6 +93,27 @@ class PodInfo:
     phase: str
     ip: str | None
     terminating: bool
+    running_since: float | None = None  # Unix time its containers last started running, if it says
+
+
+def _running_since(status: Mapping[str, Any]) -> float | None:
+    """When the last of the pod's running containers started (so it was Running by then), or None.
+
+    The latest start, not the earliest: after a container restart the pod is booked from the
+    restart, which can only under-count, never count a second time.
+    """
+    starts: list[float] = []
+    for c in status.get("containerStatuses") or []:
+        state = (c.get("state") or {}) if isinstance(c, Mapping) else {}
+        running = state.get("running") if isinstance(state, Mapping) else None
+        text = running.get("startedAt") if isinstance(running, Mapping) else None
+        if not isinstance(text, str):
+            continue
+        try:
+            starts.append(parse_time(text).timestamp())
+        except SpecError:
+            continue
+    return max(starts) if starts else None
 
 
 @dataclass(frozen=True)
@@ -125,6 +146,7 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo | None:
         phase=phase,
         ip=status.get("podIP"),
         terminating=bool(meta.get("deletionTimestamp")),
+        running_since=_running_since(status) if phase == "Running" else None,
     )
 
 
@@ -495,6 +517,7 @@ class Reconciler:
             pods=usage,
             pods_present=len(pods),
             pods_known=pods_known,
+            started=tuple(self.ctx.clock.at_wall(p.running_since) for p in working if p.running_since),
             trainer=trainer,
             job_known=job_known,
             error=error,
