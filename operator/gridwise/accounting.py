@@ -8,8 +8,8 @@ wrote into the CarbonAwareJob's status and loses nothing. What it counts, and wh
 - Energy comes from pods that are Running, terminating ones included (a pod that checkpoints
   after SIGTERM still draws power), or from the trainer's energy counter when it reports.
 - An interval is split where the pod counts changed: at each new pod's start where the pods say
-  when they started, else half at the old count and half at the new (the change happened
-  somewhere in between); and where the intensity changed.
+  when they started, at the Job's finish where it says when, else half at the old count and half
+  at the new (the change happened somewhere in between); and where the intensity changed.
 - Time before the first carbon reading is kept as unpriced energy and booked at the first value
   that arrives, instead of at 0 g forever.
 - Avoided emissions are split into a timing part (same energy, the baseline's intensity) and a
@@ -137,17 +137,26 @@ def intensity_at(changes: Sequence[tuple[datetime, float | None]], when: datetim
 
 
 def usage_steps(
-    start: datetime, end: datetime, before: Usage, after: Usage, started: Sequence[datetime] = ()
+    start: datetime,
+    end: datetime,
+    before: Usage,
+    after: Usage,
+    started: Sequence[datetime] = (),
+    ended: datetime | None = None,
 ) -> list[tuple[datetime, Usage]]:
     """When, inside [start, end), the pods went from `before` to `after`: (from, usage) steps.
 
     Pods were added and the new ones' start times are known (`started`: when each working pod
     began running): one step each, at its start. The newest starts are the new pods; a start
-    before `start` counts from `start`. Otherwise the change happened somewhere in between, and
-    it is booked at the midpoint. The difference matters after a long gap (an operator restart,
-    an API server outage): a pod that was Pending at the last tick 40 s ago and Running now ran
-    since its start, not for the second half of the gap.
+    before `start` counts from `start`. All pods stopped and the Job says when it finished
+    (`ended`): one step there. Otherwise the change happened somewhere in between, and it is
+    booked at the midpoint. The difference matters after a long gap (an operator restart, an API
+    server outage): a pod that was Pending at the last tick 40 s ago and Running now ran since its
+    start, not for the second half of the gap; a job that finished 5 s into the gap drew nothing
+    for the other 35.
     """
+    if ended is not None and after == Usage() and before != after:
+        return [(min(max(ended, start), end), after)]
     added = after.working - before.working
     if added > 0 and after.drawing - before.drawing == added and len(started) >= added:
         newest = sorted(started)[-added:]
@@ -216,11 +225,12 @@ def advance(
     measured_energy_joules: float | None = None,
     measured_work_gpu_hours: float | None = None,
     started: Sequence[datetime] = (),
+    ended: datetime | None = None,
 ) -> Totals:
     """Adds the interval [start, end) to the totals.
 
     The pods changed from `before` to `after` at the times `usage_steps` gives (`started`: when
-    each working pod began running, where known).
+    each working pod began running, `ended`: when the Job finished, where known).
 
     `intensities` are (from, gCO2/kWh) changes in time order; None means no reading. Measured
     energy (the trainer's counter) and work (its progress) replace the model's estimates for the
@@ -232,7 +242,8 @@ def advance(
     """
     if end <= start:
         return totals
-    pieces = _segments(start, end, before, usage_steps(start, end, before, after, started), intensities)
+    steps = usage_steps(start, end, before, after, started, ended)
+    pieces = _segments(start, end, before, steps, intensities)
     total_seconds = sum(s for s, _, _ in pieces)
     modeled: list[tuple[float, float]] = []  # (energy J, work GPU-h) per piece
     remaining = max(0.0, model.work_gpu_hours - totals.work_done_gpu_hours)

@@ -152,6 +152,7 @@ class Observed:
     # When each working pod began running (the operator's clock), where its status says: accounting
     # books a pod that started during a long gap from its start, not from the gap's midpoint.
     started: tuple[datetime, ...] = ()
+    ended: datetime | None = None  # when the Job finished (its pods had stopped), where it says
     trainer: TrainerSample | None = None
     job_known: bool = True
     error: ObserveError | None = None
@@ -321,6 +322,7 @@ def account(spec: JobSpec, status: Mapping[str, Any], observed: Observed, now: d
         measured_energy_joules=measured_energy,
         measured_work_gpu_hours=measured_work,
         started=observed.started if observed.pods_known else (),
+        ended=observed.ended if observed.pods_known else None,
     )
     booked = current if current is not None else previous
     return Accounted(totals, trainer_energy, source, after, booked, rates)

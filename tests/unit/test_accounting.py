@@ -178,6 +178,26 @@ def test_pods_that_say_when_they_started_are_booked_from_their_start() -> None:
     assert t.work_done_gpu_hours == pytest.approx(2.0 + 1.0)
 
 
+def test_a_job_that_says_when_it_finished_stops_drawing_then() -> None:
+    # The operator was away for 2 hours; the Job finished 30 minutes in.
+    t = advance(
+        Totals(), start=T, end=T + timedelta(hours=2), before=Usage(2, 2), after=Usage(0, 0),
+        intensities=[(T, 100.0)], model=model(), ended=T + timedelta(minutes=30),
+    )  # fmt: skip
+    assert t.work_done_gpu_hours == pytest.approx(1.0)  # 2 pods x 30 min, not 2 x 60
+    # Finished before the interval: nothing more; a pod still seen running: the finish says nothing.
+    before = advance(
+        Totals(), start=T, end=T + timedelta(hours=2), before=Usage(2, 2), after=Usage(0, 0),
+        intensities=[(T, 100.0)], model=model(), ended=T - timedelta(minutes=1),
+    )  # fmt: skip
+    assert before.work_done_gpu_hours == 0.0
+    lag = advance(
+        Totals(), start=T, end=T + timedelta(hours=2), before=Usage(2, 2), after=Usage(1, 1),
+        intensities=[(T, 100.0)], model=model(), ended=T + timedelta(minutes=30),
+    )  # fmt: skip
+    assert lag.work_done_gpu_hours == pytest.approx(3.0)
+
+
 def test_without_start_times_or_for_pods_gone_the_midpoint_stays() -> None:
     gone = advance(
         Totals(), start=T, end=T + timedelta(hours=2), before=Usage(2, 2), after=Usage(1, 1),

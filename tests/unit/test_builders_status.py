@@ -11,7 +11,8 @@ from gridwise.accounting import Totals, Usage
 from gridwise.api import SpecError, parse_duration, parse_job_spec
 from gridwise.k8s.actuator import ANNOTATION_GENERATION, ANNOTATION_SHAPE, Actuator, shape_of
 from gridwise.k8s.builders import build_job, build_scale_patch
-from gridwise.k8s.reconciler import job_state, pod_info
+from gridwise.k8s.handlers import slim_job
+from gridwise.k8s.reconciler import finished_at, job_state, pod_info
 from gridwise.step import (
     ADOPT,
     CREATE,
@@ -141,6 +142,22 @@ def test_pods_are_indexed_by_what_they_do() -> None:
         {"metadata": {"name": "p", "deletionTimestamp": "x"}, "status": {"phase": "Running", "podIP": "1"}}
     )
     assert p is not None and p.terminating and p.phase == "Running"
+
+
+def test_a_finished_job_says_when() -> None:
+    done = {"status": {"completionTime": "2026-12-02T03:00:00Z", "conditions": []}}
+    assert finished_at(done) == datetime(2026, 12, 2, 3, tzinfo=UTC).timestamp()
+    failed = {"status": {"conditions": [
+        {"type": "FailureTarget", "status": "True", "lastTransitionTime": "2026-12-02T02:59:00Z"},
+        {"type": "Failed", "status": "True", "lastTransitionTime": "2026-12-02T03:00:00Z"},
+    ]}}  # fmt: skip
+    assert finished_at(failed) == datetime(2026, 12, 2, 3, tzinfo=UTC).timestamp()
+    # The index keeps the terminal condition's time, and only that one.
+    assert finished_at(slim_job(failed)) == finished_at(failed)
+    assert "lastTransitionTime" not in slim_job(failed)["status"]["conditions"][0]
+    untrue = {"status": {"conditions": [{"type": "Failed", "lastTransitionTime": "2026-12-02T03:00:00Z"}]}}
+    for unknown in ({}, {"status": {"completionTime": "soon"}}, untrue):
+        assert finished_at(unknown) is None
 
 
 def test_a_running_pod_says_when_its_containers_started() -> None:

@@ -320,3 +320,26 @@ async def test_after_a_gap_a_pod_is_booked_from_when_it_started_running(env: Any
     assert acc["workingPods"] == 1
     assert acc["workDoneGPUHours"] == pytest.approx(10 / 60)
     assert result.status["energyJoules"] == pytest.approx(10 * 60 * 400.0)
+
+
+async def test_after_a_gap_a_finished_job_is_booked_until_it_finished(env: Any) -> None:
+    # The pod ran at the last written status; the operator was away for 40 minutes and the Job
+    # completed 10 minutes in. Ten minutes drew power, not the twenty that half the gap would give.
+    reconciler, kube, clock = env
+    agnostic = {"policy": {"type": "agnostic"}}
+    first = await reconciler.tick(body(**agnostic))
+    kube.jobs["j"]["spec"]["suspend"] = False
+    pod = PodInfo("j-0", "Running", None, False, running_since=T0.timestamp())
+    running = (await reconciler.tick(body(first.status, **agnostic), IndexView(kube.jobs["j"], [pod]))).status
+    assert running["accounting"]["workingPods"] == 1
+    energy = running["energyJoules"]
+    done = T0 + timedelta(minutes=10)
+    kube.jobs["j"]["status"] = {
+        "completionTime": done.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "conditions": [{"type": "Complete", "status": "True"}],
+    }
+    clock.set(T0 + timedelta(minutes=40))
+    fresh = Reconciler(reconciler.ctx, backoff_s=0.0)
+    result = await fresh.tick(body(running, **agnostic), IndexView(kube.jobs["j"], []))
+    assert result.status["phase"] == "Succeeded"
+    assert result.status["energyJoules"] - energy == pytest.approx(10 * 60 * 400.0)

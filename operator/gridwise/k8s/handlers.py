@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 MIN_DELAY_S = 0.05
 JOB_SPEC_FIELDS = ("suspend", "parallelism", "completions", "completionMode")
-JOB_STATUS_FIELDS = ("active", "ready", "succeeded", "failed", "terminating")
+JOB_STATUS_FIELDS = ("active", "ready", "succeeded", "failed", "terminating", "completionTime")
+FINISHED = ("Complete", "Failed")
 
 
 def slim_job(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,12 +52,16 @@ def slim_job(body: Mapping[str, Any]) -> dict[str, Any]:
         "spec": {k: spec[k] for k in JOB_SPEC_FIELDS if k in spec},
         "status": {
             **{k: status[k] for k in JOB_STATUS_FIELDS if k in status},
-            "conditions": [
-                {"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason")}
-                for c in status.get("conditions") or []
-            ],
+            "conditions": [_slim_condition(c) for c in status.get("conditions") or []],
         },
     }
+
+
+def _slim_condition(c: Mapping[str, Any]) -> dict[str, Any]:
+    slim = {"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason")}
+    if c.get("type") in FINISHED:  # when a failed Job's pods stopped (a Complete one has completionTime)
+        slim["lastTransitionTime"] = c.get("lastTransitionTime")
+    return slim
 
 
 def _post(body: kopf.Body, result: TickResult) -> None:

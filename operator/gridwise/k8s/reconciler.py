@@ -96,6 +96,28 @@ class PodInfo:
     running_since: float | None = None  # Unix time its containers last started running, if it says
 
 
+def _unix(text: Any) -> float | None:
+    """A Kubernetes timestamp as Unix seconds; None for anything that is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_time(text).timestamp()
+    except SpecError:
+        return None
+
+
+def finished_at(job: Mapping[str, Any]) -> float | None:
+    """When the Job finished (Unix seconds): its completionTime, else its Failed condition's time."""
+    status = job.get("status") or {}
+    done = _unix(status.get("completionTime"))
+    if done is not None:
+        return done
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            return _unix(cond.get("lastTransitionTime"))
+    return None
+
+
 def _running_since(status: Mapping[str, Any]) -> float | None:
     """When the last of the pod's running containers started (so it was Running by then), or None.
 
@@ -106,13 +128,9 @@ def _running_since(status: Mapping[str, Any]) -> float | None:
     for c in status.get("containerStatuses") or []:
         state = (c.get("state") or {}) if isinstance(c, Mapping) else {}
         running = state.get("running") if isinstance(state, Mapping) else None
-        text = running.get("startedAt") if isinstance(running, Mapping) else None
-        if not isinstance(text, str):
-            continue
-        try:
-            starts.append(parse_time(text).timestamp())
-        except SpecError:
-            continue
+        at = _unix(running.get("startedAt")) if isinstance(running, Mapping) else None
+        if at is not None:
+            starts.append(at)
     return max(starts) if starts else None
 
 
@@ -518,6 +536,7 @@ class Reconciler:
             pods_present=len(pods),
             pods_known=pods_known,
             started=tuple(self.ctx.clock.at_wall(p.running_since) for p in working if p.running_since),
+            ended=self.ctx.clock.at_wall(end) if raw is not None and (end := finished_at(raw)) else None,
             trainer=trainer,
             job_known=job_known,
             error=error,
