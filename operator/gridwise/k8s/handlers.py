@@ -22,7 +22,7 @@ import kopf
 
 from gridwise.api import GROUP, LABEL_JOB, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION, parse_time
 from gridwise.k8s.builders import job_name
-from gridwise.k8s.reconciler import IndexView, PodInfo, Reconciler, TickResult, pod_info
+from gridwise.k8s.reconciler import FINISHED_CONDITIONS, IndexView, PodInfo, Reconciler, TickResult, pod_info
 from gridwise.k8s.wakeups import Wakeups, wall_seconds_until
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 MIN_DELAY_S = 0.05
 JOB_SPEC_FIELDS = ("suspend", "parallelism", "completions", "completionMode")
 JOB_STATUS_FIELDS = ("active", "ready", "succeeded", "failed", "terminating", "completionTime")
-FINISHED = ("Complete", "Failed")
 
 
 def slim_job(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,7 +58,7 @@ def slim_job(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _slim_condition(c: Mapping[str, Any]) -> dict[str, Any]:
     slim = {"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason")}
-    if c.get("type") in FINISHED:  # when a failed Job's pods stopped (a Complete one has completionTime)
+    if c.get("type") in FINISHED_CONDITIONS:  # when a failed Job stopped (a Complete one: completionTime)
         slim["lastTransitionTime"] = c.get("lastTransitionTime")
     return slim
 

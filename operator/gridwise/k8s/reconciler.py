@@ -96,6 +96,9 @@ class PodInfo:
     running_since: float | None = None  # Unix time its containers last started running, if it says
 
 
+FINISHED_CONDITIONS = ("Complete", "Failed")  # a Job's terminal conditions
+
+
 def _unix(text: Any) -> float | None:
     """A Kubernetes timestamp as Unix seconds; None for anything that is not one."""
     if not isinstance(text, str):
@@ -113,7 +116,7 @@ def finished_at(job: Mapping[str, Any]) -> float | None:
     if done is not None:
         return done
     for cond in status.get("conditions") or []:
-        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+        if cond.get("status") == "True" and cond.get("type") in FINISHED_CONDITIONS:
             return _unix(cond.get("lastTransitionTime"))
     return None
 
@@ -197,7 +200,7 @@ def job_state(job: Mapping[str, Any], res: Resource) -> JobState:
         owner = OWNER_OTHER
     finished = None
     for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+        if cond.get("status") == "True" and cond.get("type") in FINISHED_CONDITIONS:
             finished = "Succeeded" if cond["type"] == "Complete" else "Failed"
     annotations = meta.get("annotations") or {}
     gen = annotations.get(ANNOTATION_GENERATION)
