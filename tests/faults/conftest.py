@@ -288,6 +288,21 @@ def timeline(trainer: Trainer) -> str:
     return "\n".join(lines)
 
 
+def assert_not_behind_the_pods(trainer: Trainer, st: dict[str, Any], slack_wall_s: float = 1.0) -> None:
+    """At the status `st`, energy is at least what the pods had surely run by its lastTime.
+
+    The final check alone can miss an interval counted short if a later one is counted long.
+    """
+    at = (parse_time(st["accounting"]["lastTime"]) - T0).total_seconds() / trainer.speed
+    ran = trainer.replica_seconds(trainer.operators.anchor + at, early=False)
+    least = ran - 2 * slack_wall_s * trainer.speed
+    energy = float(st["energyJoules"])
+    assert energy >= WATTS * least, (
+        f"energy {energy:.0f} J at {st['accounting']['lastTime']}: the pods had run at least {least:.0f} "
+        f"replica-seconds by then at {WATTS:.0f} W; the statuses the trainer saw:\n{timeline(trainer)}"
+    )
+
+
 def assert_totals_match_the_pods(
     trainer: Trainer, st: dict[str, Any], *, grams_per_kwh: float, slack_wall_s: float = 1.0
 ) -> None:

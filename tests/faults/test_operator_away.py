@@ -1,11 +1,13 @@
 """The operator away (SIGKILLed, restarted 12-16 s later) while its job's pod starts and while it finishes.
 
 A restarted operator re-integrates from the last status written, which said what the pods did
-then. Here that status is stale on purpose: the first time it says the pod was Pending (it could
-not be scheduled until a node was labelled, after the kill), the second time that it was running
-(the trainer finished 3 s into a 16 s absence). Halving each gap, as before, counted 5 s too
-little the first time and 5 s too much the second; the pod's container start and the Job's
-completionTime say when, and the totals equal the pod's run.
+then. Here that status is stale on purpose. The first time it says the pod was Pending (it could
+not be scheduled until a node was labelled, after the kill): halving the gap, as before, counted
+about 6 s of the pod's 13 s too little; the container's start says when it began. The second time
+it says the pod was running, and the trainer finished 3 s into a 16 s absence: the Job's
+completionTime says when it stopped (with the model's work exact, the cap at the work needed
+also stops the energy there; tests/unit covers a finish the cap does not catch). At the end the
+totals equal the pod's run, with one Job, one success and no Warning.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .conftest import (
     Operators,
     Trainer,
     assert_finished_by_the_deadline,
+    assert_not_behind_the_pods,
     assert_totals_match_the_pods,
     status,
 )
@@ -68,11 +71,14 @@ def test_a_pod_that_starts_or_finishes_while_the_operator_is_away_is_counted_as_
             wait_for("the pod to run", lambda: trainer.pods, timeout=30)
             time.sleep(12)
             op = operators.start(speed=SPEED)
-            wait_for(
-                "a status that says the pod runs",
-                lambda: (status(cluster, namespace, "away").get("accounting") or {}).get("workingPods") == 1,
-                log=op.log_tail,
-            )
+
+            def running_written() -> dict[str, Any] | bool:
+                s = status(cluster, namespace, "away")
+                return (s.get("accounting") or {}).get("workingPods") == 1 and s
+
+            back = wait_for("a status that says the pod runs", running_written, log=op.log_tail)
+            # Checked here: the second absence, counted long by halving, would hide it at the end.
+            assert_not_behind_the_pods(trainer, back)
 
             # Away 2: gone 3 s before the trainer finishes, back 13 s after.
             need = WORK_GPU_HOURS * 3600.0
