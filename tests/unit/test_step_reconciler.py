@@ -7,6 +7,7 @@ tests/cluster); the carbon signal is the real static provider.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -343,3 +344,26 @@ async def test_after_a_gap_a_finished_job_is_booked_until_it_finished(env: Any) 
     result = await fresh.tick(body(running, **agnostic), IndexView(kube.jobs["j"], []))
     assert result.status["phase"] == "Succeeded"
     assert result.status["energyJoules"] - energy == pytest.approx(10 * 60 * 400.0)
+
+
+async def test_a_pause_the_job_watch_has_not_shown_yet_is_not_made_twice(env: Any) -> None:
+    # Under load the Job watch lags the pod watch: the pods' events wake the job while its
+    # indexed Job still says it runs. It must not be paused (patched, recorded, announced) again.
+    reconciler, kube, clock = env
+    first = await reconciler.tick(body())  # creates the Job; the grid (900 g) is above 200
+    kube.jobs["j"]["spec"].update(suspend=False, parallelism=1)  # running, as after a clean spell
+    stale = copy.deepcopy(kube.jobs["j"])
+    pod = PodInfo("j-0", "Running", None, False, running_since=T0.timestamp())
+    clock.advance(30)
+    paused = await reconciler.tick(body(first.status), IndexView(stale, [pod]))
+    assert paused.action == "pause" and kube.calls.count(("patch_job", "j")) == 1
+    clock.advance(5)
+    going = PodInfo("j-0", "Running", None, True, running_since=T0.timestamp())  # terminating
+    again = await reconciler.tick(body(paused.status), IndexView(stale, [going]))
+    assert kube.calls.count(("patch_job", "j")) == 1, "paused twice on a stale index"
+    assert again.status["pauseTimes"] == paused.status["pauseTimes"] and len(again.status["pauseTimes"]) == 1
+    assert not [e for e in again.events if e[1] == "CarbonIntensity"], again.events
+    # Once the watch shows the pause, the index is believed again.
+    clock.advance(5)
+    later = await reconciler.tick(body(again.status), IndexView(kube.jobs["j"], []))
+    assert later.status["phase"] == "Paused" and not reconciler._expected

@@ -61,20 +61,25 @@ class Actuator:
 
     async def apply(
         self, body: Mapping[str, Any], spec: JobSpec, generation: int, actions: Sequence[Action]
-    ) -> str | None:
-        """Runs the actions in order; returns the kind of the first that fails (its error re-raised)."""
+    ) -> dict[str, Any]:
+        """Runs the actions in order; the first that fails re-raises, noted with its kind.
+
+        Returns the Job spec fields the scale patches set (`suspend`, `parallelism`, ...), which a
+        watch may show only later: empty when no action scaled.
+        """
         ns, name = spec.namespace, job_name(spec.name)
+        scaled: dict[str, Any] = {}
         for action in actions:
             try:
-                await self._one(body, spec, generation, action, ns, name)
+                scaled.update(await self._one(body, spec, generation, action, ns, name))
             except Exception as exc:
                 exc.add_note(f"gridwise action: {action.kind}")
                 raise
-        return None
+        return scaled
 
     async def _one(
         self, body: Mapping[str, Any], spec: JobSpec, generation: int, action: Action, ns: str, name: str
-    ) -> None:
+    ) -> dict[str, Any]:
         if action.kind == CREATE:
             if is_elastic(spec):
                 await self._kube.create(build_headless_service(body, spec))
@@ -94,5 +99,7 @@ class Actuator:
             if not action.indexed:
                 patch["spec"].pop("completions", None)
             await self._kube.patch_job(ns, name, patch)
+            return dict(patch["spec"])
         else:
             raise ValueError(f"unknown Job action {action.kind!r}")
+        return {}
