@@ -117,6 +117,17 @@ def decide(
     `--risk` varies the fraction to check the choice.
     """
     if remaining_work_gpu_hours <= 0:
+        if current_replicas == 0:
+            # The count says done but the Job has not completed (the estimate ran ahead of the trainer,
+            # or the last interval was booked as the pods stopped): only a running trainer can finish
+            # it, and a Job left paused here would wait for ever.
+            return Decision(
+                max(1, spec.min_replicas),
+                REASON_DONE,
+                "the work is counted done but the Job has not completed; running so the trainer can finish",
+                None,
+                risk=RISK_DONE,
+            )
         return Decision(current_replicas, REASON_DONE, "all planned work is done", None, risk=RISK_DONE)
     if spec.deadline <= now:
         return Decision(

@@ -232,3 +232,13 @@ def test_by_default_a_job_plans_on_the_forecast_of_its_whole_week() -> None:
     short = spec(hours=96)
     short = dataclasses.replace(short, policy=dataclasses.replace(short.policy, forecast_horizon_hours=48))
     assert decide(short, reading(values), **kw).replicas > 0, "past 48 h it sees only the mean"
+
+
+def test_a_paused_job_counted_done_but_not_completed_runs_so_its_trainer_can_finish() -> None:
+    # Left paused, a Job whose estimate reached 100% before its trainer exited would wait for ever.
+    r = reading([600.0] * 72)  # a dirty grid: no other reason to run
+    done = {"now": NOW, "remaining_work_gpu_hours": 0.0, "pauses_in_last_day": 0}
+    paused = decide(spec(), r, current_replicas=0, **done)  # type: ignore[arg-type]
+    assert paused.replicas == 1 and "has not completed" in paused.message
+    running = decide(spec(), r, current_replicas=3, **done)  # type: ignore[arg-type]
+    assert running.replicas == 3  # a running trainer is left to finish at its size
