@@ -321,8 +321,8 @@ def account(spec: JobSpec, status: Mapping[str, Any], observed: Observed, now: d
         ),
         measured_energy_joules=measured_energy,
         measured_work_gpu_hours=measured_work,
-        started=observed.started if observed.pods_known else (),
-        ended=observed.ended if observed.pods_known else None,
+        started=observed.started,
+        ended=observed.ended,
     )
     booked = current if current is not None else previous
     return Accounted(totals, trainer_energy, source, after, booked, rates)
