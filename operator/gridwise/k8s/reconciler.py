@@ -115,16 +115,22 @@ def _unix(text: Any) -> float | None:
         return None
 
 
+def _finished_condition(job: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The Job's true Complete or Failed condition (the last one listed), or None while it runs."""
+    found = None
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in FINISHED_CONDITIONS:
+            found = cond
+    return found
+
+
 def finished_at(job: Mapping[str, Any]) -> float | None:
     """When the Job finished (Unix seconds): its completionTime, else its Failed condition's time."""
-    status = job.get("status") or {}
-    done = _unix(status.get("completionTime"))
+    done = _unix((job.get("status") or {}).get("completionTime"))
     if done is not None:
         return done
-    for cond in status.get("conditions") or []:
-        if cond.get("status") == "True" and cond.get("type") in FINISHED_CONDITIONS:
-            return _unix(cond.get("lastTransitionTime"))
-    return None
+    cond = _finished_condition(job)
+    return _unix(cond.get("lastTransitionTime")) if cond is not None else None
 
 
 def _running_since(status: Mapping[str, Any]) -> float | None:
@@ -204,10 +210,8 @@ def job_state(job: Mapping[str, Any], res: Resource) -> JobState:
         owner = OWNER_NONE
     else:
         owner = OWNER_OTHER
-    finished = None
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("status") == "True" and cond.get("type") in FINISHED_CONDITIONS:
-            finished = "Succeeded" if cond["type"] == "Complete" else "Failed"
+    cond = _finished_condition(job)
+    finished = None if cond is None else "Succeeded" if cond["type"] == "Complete" else "Failed"
     annotations = meta.get("annotations") or {}
     gen = annotations.get(ANNOTATION_GENERATION)
     return JobState(
