@@ -436,7 +436,11 @@ def main() -> int:
     finally:
         if op is not None:
             op.terminate()
-            op.wait(20)
+            try:
+                op.wait(20)
+            except subprocess.TimeoutExpired:  # never leave a cluster behind for a slow shutdown
+                op.kill()
+                op.wait()
         cp.stop()
 
 
