@@ -34,6 +34,7 @@ from gridwise.api import GROUP, PLURAL, VERSION
 from gridwise.clock import Clock, SystemClock
 from gridwise.heap import release_periodically
 from gridwise.job_signal import SignalBoard
+from gridwise.k8s import watch_transform
 from gridwise.k8s.builders import METRICS_PORT
 from gridwise.k8s.credentials import Credentials
 from gridwise.k8s.handlers import register
@@ -222,6 +223,7 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
         board=shared.board,
     )
     registry = kopf.OperatorRegistry()
+    watch_transform.install()  # kopf keeps bodies without their managedFields
     wakeups = Wakeups(config.clock, shared.signals, on_zone_wake=shared.metrics.zone_wakes.inc)
     register(registry, Reconciler(ctx), wakeups, tick_seconds=config.tick_seconds)
 

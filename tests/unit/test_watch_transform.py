@@ -1,0 +1,82 @@
+"""kopf keeps watched objects without their managedFields; everything else passes unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kopf._cogs.clients import watching
+from kopf._core.reactor import queueing
+
+from gridwise.k8s import watch_transform
+
+
+def event(name: str) -> dict[str, Any]:
+    return {
+        "type": "MODIFIED",
+        "object": {
+            "metadata": {
+                "name": name,
+                "annotations": {"gridwise.dev/last-handled-configuration": "{}"},
+                "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+            },
+            "spec": {"work": {"gpuHours": 4}},
+            "status": {"phase": "Running"},
+        },
+    }
+
+
+def test_only_the_managed_fields_go() -> None:
+    raw = event("a")
+    expected = copy.deepcopy(raw)
+    del expected["object"]["metadata"]["managedFields"]
+    assert watch_transform.strip_managed_fields(raw) == expected
+    # Bookmarks, events without metadata and errors from the API server pass through as they are.
+    for other in (watching.Bookmark.LISTED, {"type": "BOOKMARK", "object": {}}, {"type": "ERROR"}, "x"):
+        assert watch_transform.strip_managed_fields(other) == other
+
+
+def test_the_wrapped_stream_yields_every_event_stripped_and_closes_the_stream_it_wraps() -> None:
+    closed: list[bool] = []
+
+    async def stream(**kwargs: Any) -> AsyncIterator[Any]:
+        assert kwargs == {"resource": "r", "namespace": None}
+        try:
+            yield watching.Bookmark.LISTED
+            yield event("a")
+            yield event("b")
+        finally:
+            closed.append(True)
+
+    async def first_two() -> list[Any]:
+        got = []
+        async for e in watch_transform.stripping(stream)(resource="r", namespace=None):
+            got.append(e)
+            if len(got) == 2:
+                break
+        return got
+
+    got = asyncio.run(first_two())
+    assert got[0] is watching.Bookmark.LISTED
+    assert got[1]["object"]["metadata"] == {
+        "name": "a",
+        "annotations": {"gridwise.dev/last-handled-configuration": "{}"},
+    }
+    assert closed == [True]
+
+
+def test_install_wraps_kopfs_watch_once_where_kopfs_queueing_calls_it() -> None:
+    original = watching.infinite_watch
+    try:
+        watch_transform.install()
+        wrapped = watching.infinite_watch
+        watch_transform.install()
+        assert watching.infinite_watch is wrapped and wrapped is not original
+        # kopf's queueing looks the function up on the module at each watch: the wrapper is used.
+        assert queueing.watching is watching
+        assert "watching.infinite_watch(" in inspect.getsource(queueing.watcher)
+    finally:
+        watching.infinite_watch = original  # type: ignore[assignment]
