@@ -108,11 +108,19 @@ async def run_job(
     carbon = dict(body.spec.get("carbon") or {})
     wake = wakeups.register(key, carbon)
     failures = 0
+    urgent = True  # the first tick creates or adopts the Job
     try:
         while not stopped:
             wake.clear()
+            urgent = wakeups.claim_urgent(key) or urgent
+            if not urgent:
+                # Woken only by watch events: after the ticks that pause or resume pods.
+                await wakeups.after_urgent_ticks(key)
+                wake.clear()  # what arrived meanwhile is seen by this tick
+                urgent = wakeups.claim_urgent(key)
             try:
-                result = await reconciler.tick(body, _index_view(body, *indexes))
+                with wakeups.urgent_tick() if urgent else contextlib.nullcontext():
+                    result = await reconciler.tick(body, _index_view(body, *indexes))
                 failures = 0
                 _post(body, result)
                 if result.retry_after is not None:
@@ -127,8 +135,11 @@ async def run_job(
             if new_carbon != carbon:  # a provider or zone switch moves the job to its new zone
                 carbon = new_carbon
                 wake = wakeups.register(key, carbon)
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(wake.wait(), timeout=delay)
+                urgent = False
+            except TimeoutError:  # a planned change (or the safety net) is due: act on it
+                urgent = True
     finally:
         wakeups.forget(key)
         reconciler.ctx.board.forget(*key)  # not reconciled here any more: /v1/signal reads the status
@@ -169,7 +180,7 @@ def register(
         key = (namespace or "", name)
         generation = int(meta.get("generation") or 0)
         if generations.get(key) not in (None, generation):
-            wake_soon(key)
+            wake_soon(key, urgent=True)
         generations[key] = generation
         return None
 

@@ -5,6 +5,11 @@ carbon signal when its cached value expires (its TTL, or the end of the interval
 value covers, whichever comes first) and, when the reading changes (a new value, a forecast
 revision, stale or fresh again), wakes every job that uses that zone at once. Spec edits and a
 job's own planned change times wake just that job. The per-job interval is only a safety net.
+
+A zone wake is urgent: its jobs' Job changes are what pause or resume pods. The watch events those
+changes cause (the Job suspended, each pod terminating and gone) wake the same jobs again, but are
+news for their status, not for the decision; their ticks wait (at most `FOLLOW_UP_WAIT_S`) until
+no urgent tick is running, so a thousand follow-ups do not delay the last jobs' pauses.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +29,7 @@ from gridwise.signal_hub import SignalHub
 log = logging.getLogger(__name__)
 
 JobKey = tuple[str, str]  # (namespace, name)
+FOLLOW_UP_WAIT_S = 5.0
 ZoneKey = tuple[str, str, str]  # (provider, zone, signal type) as the spec names them
 
 
@@ -76,6 +82,9 @@ class Wakeups:
         self._by_zone: dict[ZoneKey, set[JobKey]] = defaultdict(set)
         self._last: dict[str, Hashable] = {}
         self.zone_wakes = 0  # how many zone changes woke jobs (for tests and the benchmark log)
+        self._urgent: set[JobKey] = set()  # jobs whose pending wake may change their decision
+        self._urgent_ticks = 0
+        self._held: dict[JobKey, asyncio.Event] = {}  # follow-ups waiting, and what lets each go
 
     def register(self, job: JobKey, carbon: Mapping[str, Any]) -> asyncio.Event:
         """The event that wakes `job`; re-registering (a provider switch) moves it to its new zone."""
@@ -96,23 +105,67 @@ class Wakeups:
     def forget(self, job: JobKey) -> None:
         self.unregister(job)
         self._events.pop(job, None)
+        self._urgent.discard(job)
 
-    def wake(self, job: JobKey) -> None:
+    def wake(self, job: JobKey, *, urgent: bool = True) -> None:
         event = self._events.get(job)
         if event is not None:
+            if urgent:
+                self._mark_urgent(job)
             event.set()
 
-    def wake_later(self, job: JobKey) -> None:
-        """Wakes `job` after `coalesce_s`; more calls meanwhile add nothing (one tick sees them all)."""
+    def _mark_urgent(self, job: JobKey) -> None:
+        self._urgent.add(job)
+        held = self._held.get(job)
+        if held is not None:
+            held.set()  # a held follow-up becomes this urgent tick
+
+    def wake_later(self, job: JobKey, *, urgent: bool = False) -> None:
+        """Wakes `job` after `coalesce_s`; more calls meanwhile add nothing (one tick sees them all).
+
+        Not `urgent`: a watch event, whose tick may wait for the urgent ones (see the module doc).
+        """
+        if urgent:
+            self._mark_urgent(job)
         if job in self._pending:
             return
         self._pending.add(job)
 
         def fire() -> None:
             self._pending.discard(job)
-            self.wake(job)
+            self.wake(job, urgent=False)
 
         asyncio.get_running_loop().call_later(self._coalesce_s, fire)
+
+    def claim_urgent(self, job: JobKey) -> bool:
+        """Whether `job` has an urgent wake pending; claiming it clears it."""
+        if job in self._urgent:
+            self._urgent.discard(job)
+            return True
+        return False
+
+    async def after_urgent_ticks(self, job: JobKey, timeout_s: float = FOLLOW_UP_WAIT_S) -> None:
+        """Holds a follow-up tick of `job` until no urgent tick runs, it is woken urgently, or `timeout_s`."""
+        if self._urgent_ticks == 0 or job in self._urgent:
+            return
+        held = self._held.setdefault(job, asyncio.Event())
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(held.wait(), timeout=timeout_s)
+        finally:
+            self._held.pop(job, None)
+
+    @contextlib.contextmanager
+    def urgent_tick(self) -> Iterator[None]:
+        """Marks a tick that follow-up ticks let go first."""
+        self._urgent_ticks += 1
+        try:
+            yield
+        finally:
+            self._urgent_ticks -= 1
+            if self._urgent_ticks == 0:
+                for held in self._held.values():
+                    held.set()
 
     def wake_zone(self, zone: ZoneKey) -> int:
         jobs = list(self._by_zone.get(zone, ()))

@@ -1,0 +1,114 @@
+"""After a zone wake, the ticks that pause or resume pods go before the ticks their watch events cause."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+from gridwise.clock import ManualClock
+from gridwise.k8s.handlers import run_job
+from gridwise.k8s.reconciler import TickResult
+from gridwise.k8s.wakeups import Wakeups
+
+NOW = datetime(2030, 1, 6, 12, tzinfo=UTC)
+CARBON = {"provider": "p", "zone": "z"}
+
+
+class NoHub:
+    def items(self) -> list[Any]:
+        return []
+
+
+class Running:
+    def __init__(self) -> None:
+        self.stop = False
+
+    def __bool__(self) -> bool:
+        return self.stop
+
+
+class Reconciler:
+    """Records each job's ticks; a job's tick can be held open to stand for a slow urgent tick."""
+
+    def __init__(self) -> None:
+        self.ctx = SimpleNamespace(
+            clock=ManualClock(NOW),
+            metrics=SimpleNamespace(reconcile_errors=SimpleNamespace(inc=lambda: None)),
+            board=SimpleNamespace(forget=lambda *_: None),
+        )
+        self.ticks: list[str] = []
+        self.hold: dict[str, asyncio.Event] = {}
+
+    async def tick(self, body: Any, index: Any) -> TickResult:
+        name = body.metadata.name
+        self.ticks.append(name)
+        if name in self.hold:
+            await self.hold[name].wait()
+        return TickResult({})
+
+
+def body(name: str) -> Any:
+    return SimpleNamespace(metadata=SimpleNamespace(namespace="ns", name=name), spec={"carbon": CARBON})
+
+
+async def started(reconciler: Reconciler, wakeups: Wakeups, *names: str) -> tuple[Running, list[Any]]:
+    stopped = Running()
+    tasks = [
+        asyncio.create_task(
+            run_job(reconciler, wakeups, body(n), ({}, {}), stopped, interval_s=3600)  # type: ignore[arg-type]
+        )
+        for n in names
+    ]
+    await asyncio.sleep(0.05)
+    assert sorted(reconciler.ticks) == sorted(names), "each job's first tick runs at once"
+    reconciler.ticks.clear()
+    return stopped, tasks
+
+
+async def stop(stopped: Running, tasks: list[Any], wakeups: Wakeups, *names: str) -> None:
+    stopped.stop = True
+    for n in names:
+        wakeups.wake(("ns", n))
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=2)
+
+
+async def test_a_watch_event_tick_waits_for_the_urgent_tick_running_and_an_edit_does_not() -> None:
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01)  # type: ignore[arg-type]
+    reconciler = Reconciler()
+    stopped, tasks = await started(reconciler, wakeups, "a", "b")
+    reconciler.hold["a"] = asyncio.Event()
+    wakeups.wake(("ns", "a"))  # the zone changed: a pauses (slowly)
+    await asyncio.sleep(0.02)
+    wakeups.wake_later(("ns", "b"))  # b's pod terminated
+    await asyncio.sleep(0.1)
+    assert reconciler.ticks == ["a"], "b's follow-up waits while a's urgent tick runs"
+    wakeups.wake_later(("ns", "b"), urgent=True)  # b's spec was edited: that may change its decision
+    await asyncio.sleep(0.1)
+    assert reconciler.ticks == ["a", "b"]
+    wakeups.wake_later(("ns", "b"))
+    await asyncio.sleep(0.1)
+    assert reconciler.ticks == ["a", "b"]
+    reconciler.hold["a"].set()
+    await asyncio.sleep(0.05)
+    assert reconciler.ticks == ["a", "b", "b"], "once a's tick is done, b's follow-up runs, once"
+    await stop(stopped, tasks, wakeups, "a", "b")
+
+
+async def test_a_follow_up_waits_at_most_the_cap(monkeypatch: Any) -> None:
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01)  # type: ignore[arg-type]
+    original = wakeups.after_urgent_ticks
+    monkeypatch.setattr(wakeups, "after_urgent_ticks", lambda job: original(job, timeout_s=0.2))
+    reconciler = Reconciler()
+    stopped, tasks = await started(reconciler, wakeups, "a", "b")
+    reconciler.hold["a"] = asyncio.Event()  # a's tick never ends on its own
+    wakeups.wake(("ns", "a"))
+    await asyncio.sleep(0.02)
+    wakeups.wake_later(("ns", "b"))
+    await asyncio.sleep(0.1)
+    assert reconciler.ticks == ["a"]
+    await asyncio.sleep(0.25)
+    assert reconciler.ticks == ["a", "b"], "a stuck urgent tick does not hold other jobs for longer"
+    reconciler.hold["a"].set()
+    await stop(stopped, tasks, wakeups, "a", "b")
