@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 from gridwise.carbon.reading import IntensityPoint
 
@@ -42,9 +42,12 @@ class PlanRequest:
     pauses_in_last_day: int = 0
 
 
-@dataclass(frozen=True)
-class PlanSlot:
-    """Run `replicas` (0 = paused) over [start, end); `intensity` is what the planner assumed, gCO2/kWh."""
+class PlanSlot(NamedTuple):
+    """Run `replicas` (0 = paused) over [start, end); `intensity` is what the planner assumed, gCO2/kWh.
+
+    A named tuple, not a dataclass: a plan has one per slot to the deadline (up to two weeks of
+    them) and a zone wake plans every job: a named tuple is built in a third of the time.
+    """
 
     start: datetime
     end: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -155,10 +156,7 @@ def plan(request: PlanRequest) -> Plan:
     if feasible and grid.covered < len(grid.hours) and r.remaining_work_gpu_hours > 0:
         reason += f"; forecast covers {grid.covered} of {len(grid.hours)} slots, the rest assume its mean"
     out, energy, emissions, finish, pauses = _account(grid, alloc, r, rates)
-    slots = tuple(
-        PlanSlot(start, stop, replicas, intensity)
-        for start, stop, replicas, intensity in zip(grid.starts, grid.ends, out, grid.intensity, strict=True)
-    )
+    slots = tuple(itertools.starmap(PlanSlot, zip(grid.starts, grid.ends, out, grid.intensity, strict=True)))
     return Plan(
         slots=slots,
         feasible=feasible,
