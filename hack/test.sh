@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test run, as CI runs it (`make test`): build or reuse the control plane and the
-# virtualenv, install Prometheus if missing, then lint, type-check and run every test.
+# virtualenv, the node packages and the images, install Prometheus if missing, then lint, type-check
+# and run every test.
 # Extra arguments go to pytest, e.g. `make test ARGS="-k planner"` or `hack/test.sh -x`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,6 +16,10 @@ venv="$(hack/venv.sh)"
 export PATH="$venv/bin:$GRIDWISE_CONTROLPLANE_BIN:$PATH"
 step "Debian packages for the real node (containerd, runc, CNI plugins, podman)"
 hack/install-node-deps.sh
+step "images (operator, trainer), built on first use and reused while their inputs are unchanged"
+# Here, not inside the first image test: a cold build (debootstrap base, torch wheels) on a busy
+# machine can take longer than pytest's 600 s per-test timeout.
+hack/build-images.sh >/dev/null
 if [[ -x hack/install-prometheus.sh ]]; then
   step "prometheus server (Debian package) for the metrics tests"
   hack/install-prometheus.sh
