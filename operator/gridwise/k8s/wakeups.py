@@ -29,8 +29,8 @@ from gridwise.signal_hub import SignalHub
 log = logging.getLogger(__name__)
 
 JobKey = tuple[str, str]  # (namespace, name)
-FOLLOW_UP_WAIT_S = 5.0
 ZoneKey = tuple[str, str, str]  # (provider, zone, signal type) as the spec names them
+FOLLOW_UP_WAIT_S = 5.0  # the longest a follow-up tick waits for urgent ones
 
 
 def zone_key(carbon: Mapping[str, Any]) -> ZoneKey:
