@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gridwise.clock import parse_utc
+
 GROUP = "gridwise.dev"
 VERSION = "v1alpha1"
 KIND = "CarbonAwareJob"
@@ -85,13 +87,9 @@ def parse_time(text: str) -> datetime:
     if len(text) > 64:
         raise SpecError(f"{text[:64]!r}... is not an RFC 3339 time")
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_utc(text)
     except ValueError as exc:
         raise SpecError(f"{text!r} is not an RFC 3339 time") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    try:
-        return when.astimezone(UTC)
     except OverflowError:
         raise SpecError(f"{text!r} is outside the times gridwise handles") from None
 

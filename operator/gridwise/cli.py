@@ -8,10 +8,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from gridwise import __version__
-from gridwise.clock import Clock, ReplayClock, SystemClock
+from gridwise.clock import Clock, ReplayClock, SystemClock, parse_utc
 from gridwise.demo import add_parser as add_demo
 from gridwise.simulate.cli import add_parser as add_simulate
 
@@ -38,12 +38,11 @@ ENV_SIGNAL_URL = "GRIDWISE_SIGNAL_URL"
 
 def _parse_start(text: str) -> datetime:
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
+        return parse_utc(text)
+    except (ValueError, OverflowError) as exc:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time like 2022-06-01T00:00:00Z"
         ) from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _positive(text: str) -> float:

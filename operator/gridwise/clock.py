@@ -98,3 +98,12 @@ class ManualClock:
     def at_wall(self, unix_seconds: float) -> datetime:
         """Timestamps are taken as this clock's own time (tests write them in it)."""
         return datetime.fromtimestamp(unix_seconds, UTC)
+
+
+def parse_utc(text: str) -> datetime:
+    """An ISO 8601 / RFC 3339 time in UTC; a naive time is taken as UTC, as every source here speaks it.
+
+    Raises ValueError (or OverflowError at the edges of datetime); callers turn it into their own error.
+    """
+    when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

@@ -15,14 +15,14 @@ import json
 import os
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gridwise.clock import ReplayClock
+from gridwise.clock import ReplayClock, parse_utc
 from gridwise.decide import REASONS
 
 DEFAULT_TRACE = "electricitymaps_ES_2022-06_hourly.csv"
@@ -78,8 +78,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _parse_start(text: str) -> datetime:
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    try:
+        return parse_utc(text)
+    except (ValueError, OverflowError):
+        raise SystemExit(
+            f"gridwise demo: --start {text!r} is not an ISO 8601 time like 2022-06-06T00:00:00Z"
+        ) from None
 
 
 def _trace_path(arg: Path | None) -> Path:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gridwise.clock import ManualClock, ReplayClock, SystemClock
+from gridwise.clock import ManualClock, ReplayClock, SystemClock, parse_utc
 
 T0 = datetime(2022, 6, 1, tzinfo=UTC)
 
@@ -26,3 +26,23 @@ def test_live_and_manual_clocks_read_timestamps_as_they_are() -> None:
     assert ManualClock(T0).at_wall(when.timestamp()) == when
     with pytest.raises(ValueError, match="timezone-aware"):
         ReplayClock(datetime(2022, 6, 1))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2022-06-01T00:00:00Z", T0),
+        ("2022-06-01T02:00:00+02:00", T0),
+        ("2022-06-01T00:00", T0),  # naive: every source here speaks UTC
+        (" 2022-06-01 ", T0),
+    ],
+)
+def test_parse_utc_gives_aware_utc(text: str, expected: datetime) -> None:
+    parsed = parse_utc(text)
+    assert parsed == expected and parsed.tzinfo is UTC
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2022-13-01T00:00Z"])
+def test_parse_utc_refuses_what_is_not_a_time(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_utc(text)

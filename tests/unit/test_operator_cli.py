@@ -27,3 +27,10 @@ def test_signal_url_flag_and_env_reach_the_operator_config(monkeypatch: pytest.M
     for bad in ("gw:8080", "ftp://gw", "http://gw:8080/?x=1", "http://"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["operator", "run", "--signal-url", bad])
+
+
+def test_demo_refuses_a_bad_start_before_starting_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    from gridwise.cli import main
+
+    with pytest.raises(SystemExit, match=r"--start 'noon' is not an ISO 8601 time"):
+        main(["demo", "--start", "noon"])

@@ -163,6 +163,9 @@ def test_bad_trace_and_missing_forecast_file_exit_2(
     assert "not found" in capsys.readouterr().err
     assert cli(["--trace", TRACE, "--jobs", jobs, "--forecast", "provided"]) == 2
     assert "--forecast-file" in capsys.readouterr().err
+    assert cli(["--trace", TRACE, "--jobs", jobs, "--start", "last tuesday"]) == 2
+    err = capsys.readouterr().err
+    assert "--start 'last tuesday' is not an ISO 8601 time" in err and "Traceback" not in err
 
 
 def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from gridwise.carbon.errors import ProviderError
+from gridwise.clock import parse_utc
 
 DEFAULT_TIMEOUT_S = 10.0
 # A provider answer is tens of kB (48 h of half-hours, a day of 5-min points); 2 MiB is generous.
@@ -118,14 +119,12 @@ def parse_time(value: object, what: str) -> datetime:
     if not isinstance(value, str):
         raise ProviderError(f"{what} is not a timestamp string")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        parsed = parse_utc(value)
+    except (ValueError, OverflowError):
         raise ProviderError(f"{what} is not an ISO 8601 timestamp") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
     if not MIN_YEAR <= parsed.year <= MAX_YEAR:  # also keeps `when + step` from overflowing
         raise ProviderError(f"{what} is outside the years {MIN_YEAR}..{MAX_YEAR}")
-    return parsed.astimezone(UTC)
+    return parsed
 
 
 def field(obj: object, key: str, what: str) -> Any:

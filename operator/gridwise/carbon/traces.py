@@ -15,11 +15,12 @@ import csv
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from gridwise.carbon.reading import IntensityPoint
 from gridwise.carbon.validate import MAX_GRAMS_PER_KWH
+from gridwise.clock import parse_utc
 
 EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"
 EM_LCA = "Carbon Intensity gCO₂eq/kWh (LCA)"
@@ -85,10 +86,9 @@ class ForecastTrace:
 
 def _utc(text: str, path: Path, line: int) -> datetime:
     try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+        return parse_utc(text)
+    except (ValueError, OverflowError):
         raise TraceError(f"{path}:{line}: bad timestamp {text!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _number(text: str, path: Path, line: int) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -17,6 +17,7 @@ from gridwise.carbon.traces import (
     load_forecast_trace,
     load_trace,
 )
+from gridwise.clock import parse_utc
 from gridwise.planner.model import DEFAULT_SWITCHING_COST_GPU_HOURS
 from gridwise.planner.risk import DEFAULT_RISK_FRACTION, DEFAULT_RISK_RAMP_HOURS
 from gridwise.simulate.engine import (
@@ -172,8 +173,12 @@ def run(args: argparse.Namespace) -> int:
         trace = load_trace(args.trace, args.trace_column)
         provided = load_forecast_trace(args.forecast_file) if args.forecast_file else None
         if args.start:
-            start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
-            start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+            try:
+                start = parse_utc(args.start)
+            except (ValueError, OverflowError):
+                raise ValueError(
+                    f"--start {args.start!r} is not an ISO 8601 time like 2022-06-01T00:00:00Z"
+                ) from None
         else:
             start = trace.start + timedelta(days=2)
         jobs = load_jobs(args.jobs or default_jobs_path(), start)

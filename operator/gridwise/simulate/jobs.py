@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from gridwise.clock import parse_utc
+
 FIELDS = (
     "name",
     "submit",
@@ -43,15 +45,13 @@ class SimJob:
 
 def _time(value: object, where: str) -> datetime:
     if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise JobsError(f"{where}: {value!r} is not an ISO 8601 time") from None
-    else:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if not isinstance(value, str):
         raise JobsError(f"{where}: expected an ISO 8601 time")
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        return parse_utc(value)
+    except (ValueError, OverflowError):
+        raise JobsError(f"{where}: {value!r} is not an ISO 8601 time") from None
 
 
 def _number(job: dict[str, Any], key: str, where: str, *, default: float | None = None) -> float:
