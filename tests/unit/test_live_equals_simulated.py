@@ -97,3 +97,27 @@ async def test_every_simulated_decision_is_the_live_operators(monkeypatch: pytes
             assert real(spec, live, **kwargs).replicas == replicas, kwargs["now"]
             paused += replicas == 0
     assert paused > 0  # the forecast policy did defer work: the comparison covers pauses too
+
+
+def test_the_baselines_outlook_is_the_live_one_within_the_horizon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --compare run asks both for each time: one ensemble forecast serves both, and they agree."""
+    import gridwise.simulate.forecasts as forecasts
+
+    made: list[datetime] = []
+    real = forecasts.outlook
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        made.append(kwargs["now"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(forecasts, "outlook", counting)
+    trace = load_trace(TRACE)
+    source = ForecastSource(trace, "ensemble")
+    now = DAY0 + timedelta(hours=5)
+    live = source.live(now)
+    within = source.at(now, now + timedelta(hours=48))
+    assert made == [now]
+    assert within.points == (live.current, *live.forecast)
+    assert within.upper_error == (0.0, *live.upper_error)
+    beyond = source.at(now + timedelta(hours=1), now + source.horizon + timedelta(days=3))
+    assert made == [now, now + timedelta(hours=1)] and beyond.points[-1].end >= now + source.horizon

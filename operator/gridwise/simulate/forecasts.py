@@ -131,7 +131,8 @@ class ForecastSource:
             return hit[1]
         step = self.trace.step
         horizon = max(self.horizon, until - self.trace.time_at(self.trace.index_of(now) + 1), step)
-        made = self._make(now, horizon)
+        # Within the live horizon this is the live reading itself: a --compare run asks both.
+        made = self.live(now) if horizon == self.horizon else self._make(now, horizon)
         points = (made.current, *made.forecast)
         result = Outlook(points, (0.0, *made.upper_error))
         if len(self._cache) > 20000:
