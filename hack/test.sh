@@ -10,8 +10,8 @@ t0=$SECONDS
 step() { printf '\n==> [%d:%02d] %s\n' $(((SECONDS - t0) / 60)) $(((SECONDS - t0) % 60)) "$*"; }
 
 # The control-plane build is CPU-bound Go; the virtualenv, the Debian packages, the images and
-# Prometheus are mostly downloads and unpacking. On a cold machine they run side by side (about
-# 10 minutes saved); warm, every step is a cache check. The side chain's log follows once it ends.
+# Prometheus are mostly downloads and unpacking. On a cold machine they run side by side (7 minutes
+# saved, BENCHMARKS.md); warm, every step is a cache check. The side chain's log follows once it ends.
 prep_log="$(mktemp)"
 (
   set -euo pipefail
