@@ -100,10 +100,14 @@ class ManualClock:
         return datetime.fromtimestamp(unix_seconds, UTC)
 
 
+def as_utc(when: datetime) -> datetime:
+    """`when` in UTC; a naive time is taken as UTC, as every source here speaks it."""
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
 def parse_utc(text: str) -> datetime:
-    """An ISO 8601 / RFC 3339 time in UTC; a naive time is taken as UTC, as every source here speaks it.
+    """An ISO 8601 / RFC 3339 time in UTC (see `as_utc`); surrounding spaces are refused, not trimmed.
 
     Raises ValueError (or OverflowError at the edges of datetime); callers turn it into their own error.
     """
-    when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))

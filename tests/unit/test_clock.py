@@ -34,7 +34,6 @@ def test_live_and_manual_clocks_read_timestamps_as_they_are() -> None:
         ("2022-06-01T00:00:00Z", T0),
         ("2022-06-01T02:00:00+02:00", T0),
         ("2022-06-01T00:00", T0),  # naive: every source here speaks UTC
-        (" 2022-06-01 ", T0),
     ],
 )
 def test_parse_utc_gives_aware_utc(text: str, expected: datetime) -> None:
@@ -42,7 +41,7 @@ def test_parse_utc_gives_aware_utc(text: str, expected: datetime) -> None:
     assert parsed == expected and parsed.tzinfo is UTC
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "2022-13-01T00:00Z"])
+@pytest.mark.parametrize("text", ["", "yesterday", "2022-13-01T00:00Z", " 2022-06-01T00:00Z"])
 def test_parse_utc_refuses_what_is_not_a_time(text: str) -> None:
     with pytest.raises(ValueError):
         parse_utc(text)

@@ -86,7 +86,7 @@ class ForecastTrace:
 
 def _utc(text: str, path: Path, line: int) -> datetime:
     try:
-        return parse_utc(text)
+        return parse_utc(text.strip())
     except (ValueError, OverflowError):
         raise TraceError(f"{path}:{line}: bad timestamp {text!r}") from None
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gridwise.clock import parse_utc
+from gridwise.clock import as_utc, parse_utc
 
 FIELDS = (
     "name",
@@ -45,7 +45,7 @@ class SimJob:
 
 def _time(value: object, where: str) -> datetime:
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
     if not isinstance(value, str):
         raise JobsError(f"{where}: expected an ISO 8601 time")
     try:
