@@ -174,3 +174,64 @@ async def test_a_broken_exec_plugin_fails_with_its_message(tmp_path: Path, scrat
     with pytest.raises(Exception, match="no credentials for you"):
         await Credentials.load(str(kc))
     assert os.listdir(scratch_tmp) == []
+
+
+async def test_api_calls_go_direct_or_through_the_kubeconfigs_proxy_never_the_environments(
+    tmp_path: Path, scratch_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$HTTP_PROXY is not the route to the API server (kopf's watches ignore it too); proxy-url is."""
+    from aiohttp import web
+
+    from gridwise.k8s.kube import Kube
+
+    seen: list[tuple[str, str]] = []
+
+    async def serve(name: str) -> tuple[web.AppRunner, int]:
+        async def answer(request: web.Request) -> web.Response:
+            seen.append((name, request.path))
+            return web.json_response({"kind": "Job", "metadata": {"name": "train"}})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    api, api_port = await serve("api")
+    proxy, proxy_port = await serve("proxy")
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(var, dead)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        for route, cluster in (
+            ("api", {}),
+            ("proxy", {"proxy-url": f"http://127.0.0.1:{proxy_port}"}),
+        ):
+            kc = _kubeconfig(tmp_path / f"kubeconfig-{route}", {"token": "abc"}, cluster)
+            doc = yaml.safe_load(kc.read_text())
+            doc["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{api_port}"
+            kc.write_text(yaml.safe_dump(doc))
+            creds = await Credentials.load(str(kc))
+            try:
+                job = await Kube(creds.api_client()).get_job("ml", "train")
+                assert job is not None and job["metadata"]["name"] == "train"
+                assert seen[-1] == (route, "/apis/batch/v1/namespaces/ml/jobs/train")
+                info = await creds.connection_info()
+                assert info.proxy_url == (cluster.get("proxy-url") or None) and not info.trust_env
+            finally:
+                await creds.close()
+    finally:
+        await api.cleanup()
+        await proxy.cleanup()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
