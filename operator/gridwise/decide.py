@@ -371,15 +371,10 @@ def _transient_resize(result: Plan, spec: JobSpec, current: int, new: int) -> bo
     if current <= 0 or new <= 0 or new == current:
         return False
     dwell = timedelta(minutes=max(MIN_RESIZE_DWELL_MINUTES, 3 * spec.policy.switching_cost_minutes))
-    kept = timedelta()
-    for slot in result.slots:
-        if slot.replicas != result.replicas_now:
-            break
-        kept += slot.end - slot.start
-    return kept < dwell
+    return result.kept_from_now() < dwell
 
 
 def _deadline_forces(result: Plan, spec: JobSpec, replicas: int) -> bool:
     """True when the plan runs every slot until it finishes: no slack left to choose cleaner hours."""
-    running = [s for s in result.slots if s.replicas > 0]
-    return bool(running) and len(running) == len(result.slots) and replicas == spec.max_replicas
+    counts = result.replicas
+    return bool(counts) and all(n > 0 for n in counts) and replicas == spec.max_replicas

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from datetime import UTC, datetime, timedelta
@@ -272,3 +273,22 @@ def test_shaded_future_keeps_a_small_forecast_saving_from_deferring() -> None:
     assert carbon_optimal(problem)[0] == 0  # trusting the forecast defers
     shaded = _problem(list(shade(values, errors, 1.0)), work=1.8, hi=1)
     assert carbon_optimal(shaded)[0] == 1  # knowing its error does not
+
+
+def test_a_plans_slots_read_from_its_columns_are_the_slots_it_describes() -> None:
+    """Slots are kept as columns and made on reading; every way of reading them must agree."""
+    deadline = NOW + timedelta(hours=30, minutes=10)  # now and the deadline both fall mid-slot
+    result = plan(request(deadline=deadline, policy="threshold", remaining_work_gpu_hours=30.0))
+    slots = list(result.slots)
+    assert slots[0].start == NOW and slots[-1].end == deadline
+    assert all(a.end == b.start for a, b in itertools.pairwise(slots))
+    assert all(s.start.minute == 0 for s in slots[1:])  # boundaries on the hour grid
+    assert result.slots[-1] == slots[-1] and result.slots[-len(slots)] == slots[0]
+    assert result.slots[2:5] == tuple(slots[2:5]) and result.slots == tuple(slots)
+    assert result.replicas == tuple(s.replicas for s in slots)
+    change = result.next_change()
+    first = next((s for s in slots if s.replicas != slots[0].replicas), None)
+    assert change == first
+    assert result.kept_from_now() == (first.start if first else deadline) - NOW
+    with pytest.raises(IndexError):
+        result.slots[len(slots)]

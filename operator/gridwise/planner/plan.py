@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from gridwise.planner import policies
-from gridwise.planner.model import POLICIES, Plan, PlanRequest, PlanSlot
+from gridwise.planner.model import POLICIES, Plan, PlanRequest, SlotColumns
 from gridwise.planner.scaling import throughputs
 from gridwise.planner.slots import Grid, build_grid
 
@@ -74,7 +73,7 @@ def _account(
         hours = grid.hours[index]
         if rates[replicas] * hours >= remaining - policies.EPS:
             hours = remaining / rates[replicas]
-            finish = grid.starts[index] + timedelta(hours=hours)
+            finish = grid.start(index) + timedelta(hours=hours)
             remaining = 0.0
         else:
             remaining -= rates[replicas] * hours
@@ -117,7 +116,7 @@ def plan(request: PlanRequest) -> Plan:
     feasible = capacity >= need - policies.EPS
     hours_at_max = min(need / full, PLAN_HORIZON.total_seconds() / 3600)  # no timedelta overflow
     end = r.deadline if feasible else min(r.now + timedelta(hours=hours_at_max) + slot, r.now + PLAN_HORIZON)
-    grid = build_grid(r.now, end, slot, r.forecast) if end > r.now else Grid((), (), (), (), 0)
+    grid = build_grid(r.now, end, slot, r.forecast) if end > r.now else Grid.empty(r.now)
     problem = policies.Problem(
         hours=grid.hours,
         intensity=grid.intensity,
@@ -156,9 +155,8 @@ def plan(request: PlanRequest) -> Plan:
     if feasible and grid.covered < len(grid.hours) and r.remaining_work_gpu_hours > 0:
         reason += f"; forecast covers {grid.covered} of {len(grid.hours)} slots, the rest assume its mean"
     out, energy, emissions, finish, pauses = _account(grid, alloc, r, rates)
-    slots = tuple(itertools.starmap(PlanSlot, zip(grid.starts, grid.ends, out, grid.intensity, strict=True)))
     return Plan(
-        slots=slots,
+        slots=SlotColumns(grid, out),
         feasible=feasible,
         reason=reason,
         expected_emissions_g=emissions,
