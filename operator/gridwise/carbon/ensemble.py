@@ -21,15 +21,13 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 
 from gridwise.carbon.forecaster import regular_history
-from gridwise.carbon.reading import IntensityPoint
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from gridwise.carbon.reading import EPOCH, IntensityPoint
 
 Array = npt.NDArray[np.float64]
 # Lead-time bucket edges in hours: errors and weights are kept per bucket (a lead h falls in the

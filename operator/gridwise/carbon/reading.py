@@ -6,8 +6,11 @@ Average and marginal intensities are different quantities, so a reading never tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import cached_property
 from typing import Final
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 SIGNAL_TYPES: Final = ("average", "marginal")
 EMISSION_FACTORS: Final = ("direct", "lifecycle", "unknown")
@@ -23,6 +26,11 @@ class IntensityPoint:
 
     def covers(self, when: datetime) -> bool:
         return self.start <= when < self.end
+
+    @cached_property
+    def span_s(self) -> tuple[float, float]:
+        """[start, end) in epoch seconds, worked out once: every job of a zone re-plans on these points."""
+        return (self.start - EPOCH).total_seconds(), (self.end - EPOCH).total_seconds()
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from gridwise.carbon.reading import IntensityPoint
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from gridwise.carbon.reading import EPOCH, IntensityPoint
 
 
 @dataclass(frozen=True)
@@ -73,8 +71,9 @@ def build_grid(now: datetime, end: datetime, slot: timedelta, forecast: Sequence
     if t_end > t_now:
         edges.append(t_end)
     points = sorted(forecast, key=lambda p: p.start)
-    p_start = [(p.start - EPOCH).total_seconds() for p in points]
-    p_end = [(p.end - EPOCH).total_seconds() for p in points]
+    spans = [p.span_s for p in points]
+    p_start = [a for a, _ in spans]
+    p_end = [b for _, b in spans]
     p_val = [p.grams_per_kwh for p in points]
     total = sum(e - s for s, e in zip(p_start, p_end, strict=True))
     mean = sum(v * (e - s) for s, e, v in zip(p_start, p_end, p_val, strict=True)) / total

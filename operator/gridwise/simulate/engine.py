@@ -19,13 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from gridwise.carbon.reading import EPOCH
 from gridwise.carbon.traces import Trace
 from gridwise.planner.baselines import carbonscaler, stretch_replicas, waitawhile
 from gridwise.planner.model import DEFAULT_SWITCHING_COST_GPU_HOURS
 from gridwise.planner.policies import Problem
 from gridwise.planner.risk import DEFAULT_RISK_FRACTION, DEFAULT_RISK_RAMP_HOURS
 from gridwise.planner.scaling import throughputs
-from gridwise.planner.slots import EPOCH, build_grid
+from gridwise.planner.slots import build_grid
 from gridwise.simulate import operator_path, oracle
 from gridwise.simulate.forecasts import ForecastSource, Live
 from gridwise.simulate.jobs import SimJob
