@@ -29,6 +29,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -152,9 +153,8 @@ def rss_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/{pid}/status")
 
 
-def operator_requests(audit: Path, since: float, until: float) -> Counter[str]:
-    """The operator's requests in [since, until] by verb and resource, e.g. `patch carbonawarejobs/status`."""
-    counts: Counter[str] = Counter()
+def _operator_calls(audit: Path, since: float, until: float) -> Iterator[tuple[float, str]]:
+    """(when, `verb resource[/subresource]`) of each operator request in [since, until], per the audit log."""
     with audit.open() as f:
         for line in f:
             ev = json.loads(line)
@@ -166,8 +166,21 @@ def operator_requests(audit: Path, since: float, until: float) -> Counter[str]:
                 resource = ref.get("resource", "")
                 if ref.get("subresource"):
                     resource += "/" + ref["subresource"]
-                counts[f"{ev.get('verb', '?')} {resource}".strip()] += 1
-    return counts
+                yield ts, f"{ev.get('verb', '?')} {resource}".strip()
+
+
+def operator_requests(audit: Path, since: float, until: float) -> Counter[str]:
+    """The operator's requests in [since, until] by verb and resource, e.g. `patch carbonawarejobs/status`."""
+    return Counter(call for _, call in _operator_calls(audit, since, until))
+
+
+def job_patch_spread(audit: Path, change: float, until: float) -> dict[str, float | int | None]:
+    """Seconds from the change to the operator's Job patches: the first is detection, the rest sending."""
+    times = sorted(ts - change for ts, call in _operator_calls(audit, change, until) if call == "patch jobs")
+    if not times:
+        return {"count": 0}
+    at = {"first_s": times[0], "p50_s": times[len(times) // 2], "p99_s": times[int(0.99 * (len(times) - 1))]}
+    return {"count": len(times), **{k: round(v, 2) for k, v in at.items()}, "last_s": round(times[-1], 2)}
 
 
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
@@ -401,6 +414,7 @@ def main() -> int:
         time.sleep(3)  # let the batched audit backend flush
         steady = operator_requests(cp.audit_log, steady_from, steady_until)
         during = operator_requests(cp.audit_log, steady_until, end)
+        spread = job_patch_spread(cp.audit_log, change_wall, end)
         job_hours = args.jobs * (steady_until - steady_from) / 3600
         per_job_hour = {k: round(v / job_hours, 2) for k, v in sorted(steady.items())}
         writes = sum(v for k, v in steady.items() if k.split(" ")[0] in WRITE_VERBS)
@@ -419,6 +433,7 @@ def main() -> int:
             "api_writes_per_job_hour_steady": round(writes / job_hours, 2),
             "api_requests_per_job_hour_by_verb": per_job_hour,
             "api_requests_during_change_by_verb": dict(sorted(during.items())),
+            "operator_job_patches_after_change": spread,
             "operator_rss_mib": {
                 "idle": round(idle_rss / 1024, 1),
                 **rss_at,
