@@ -470,17 +470,19 @@ def build_status(
 # -- which spec to act on ---------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """JSON-able copy of a spec (kopf hands out mapping views, not dicts)."""
+def _as_json(value: Any) -> Any:
+    """json's fallback for the mapping views kopf hands out (and tuples' kin); the rest is json's own."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+        return dict(value)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def spec_json(spec: Mapping[str, Any]) -> str:
-    return json.dumps(_plain(spec), sort_keys=True, separators=(",", ":"))
+    """The spec as status.acceptedSpec keeps it. Plain dicts and lists go through json's C encoder; only
+    views are converted (copying the whole spec in Python first was 3% of a 1000-job zone wake)."""
+    return json.dumps(spec, default=_as_json, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

@@ -501,3 +501,26 @@ def test_event_reasons_are_camel_case_in_every_scenario() -> None:
             "JobFailed", "InvalidSpec"} <= seen  # fmt: skip
     for reason in seen:
         assert REASON.match(reason), reason
+
+
+def test_the_accepted_spec_is_the_same_json_from_kopfs_views_as_from_plain_dicts() -> None:
+    import json
+
+    import kopf
+
+    from gridwise.step import spec_json
+
+    raw = {
+        "spec": {
+            "workGPUHours": 4.0,
+            "carbon": {"zone": "ES", "provider": "trace", "secretRef": {"name": "k"}},
+            "template": {"spec": {"containers": [{"name": "t", "args": ["a", 1, None, True]}]}},
+            "nested": [{"b": 2, "a": [1.5, {"z": "é"}]}],
+        }
+    }
+    view = kopf.Body(raw).spec  # what a handler gets: a mapping view, not a dict
+    text = spec_json(view)
+    assert text == spec_json(raw["spec"]) == json.dumps(raw["spec"], sort_keys=True, separators=(",", ":"))
+    assert json.loads(text) == raw["spec"]
+    with pytest.raises(TypeError, match="datetime is not JSON serializable"):
+        spec_json({"deadline": datetime(2030, 1, 1, tzinfo=UTC)})
