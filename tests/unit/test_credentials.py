@@ -182,6 +182,7 @@ async def test_api_calls_go_direct_or_through_the_kubeconfigs_proxy_never_the_en
     """$HTTP_PROXY is not the route to the API server (kopf's watches ignore it too); proxy-url is."""
     from aiohttp import web
 
+    from gridwise.devcluster import free_port
     from gridwise.k8s.kube import Kube
 
     seen: list[tuple[str, str]] = []
@@ -201,7 +202,7 @@ async def test_api_calls_go_direct_or_through_the_kubeconfigs_proxy_never_the_en
 
     api, api_port = await serve("api")
     proxy, proxy_port = await serve("proxy")
-    dead = f"http://127.0.0.1:{_closed_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
         monkeypatch.setenv(var, dead)
     monkeypatch.delenv("NO_PROXY", raising=False)
@@ -227,11 +228,3 @@ async def test_api_calls_go_direct_or_through_the_kubeconfigs_proxy_never_the_en
     finally:
         await api.cleanup()
         await proxy.cleanup()
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

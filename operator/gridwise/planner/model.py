@@ -120,9 +120,8 @@ class Plan:
 
     def next_change(self) -> PlanSlot | None:
         """The first slot whose replica count differs from now's: when the operator must act next."""
-        replicas = self.replicas
-        now = replicas[0] if replicas else 0
-        index = next((i for i, n in enumerate(replicas) if n != now), None)
+        now = self.replicas_now
+        index = next((i for i, n in enumerate(self.replicas) if n != now), None)
         return None if index is None else self.slots[index]
 
     def kept_from_now(self) -> timedelta:

@@ -50,10 +50,6 @@ class Grid:
     def starts(self) -> tuple[datetime, ...]:
         return tuple(self.start(i) for i in range(len(self.hours)))
 
-    @property
-    def ends(self) -> tuple[datetime, ...]:
-        return tuple(self.end(i) for i in range(len(self.hours)))
-
 
 def build_grid(now: datetime, end: datetime, slot: timedelta, forecast: Sequence[IntensityPoint]) -> Grid:
     """Slot boundaries sit on multiples of `slot` since the epoch, so re-plans line up with each other.
