@@ -16,12 +16,17 @@ from kubernetes_asyncio.client.exceptions import ApiException
 MERGE_PATCH = "application/merge-patch+json"
 
 
-async def _json(resp: Any) -> dict[str, Any]:
+async def _checked(resp: Any) -> bytes:
     """The body of a raw response; raises ApiException for non-2xx (raw responses are not checked)."""
-    body = await resp.read()
+    body: bytes = await resp.read()
     if not 200 <= resp.status <= 299:
         raise ApiException(status=resp.status, reason=body.decode(errors="replace")[:500])
-    data = json.loads(body)
+    return body
+
+
+async def _json(resp: Any) -> dict[str, Any]:
+    """The body of a raw response as an object; raises ApiException for non-2xx."""
+    data = json.loads(await _checked(resp))
     if not isinstance(data, dict):
         raise ValueError("Kubernetes API answered with something other than an object")
     return data
@@ -63,11 +68,13 @@ class Kube:
                 return None
             raise
 
-    async def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    async def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patches a Job. The answer (the whole Job) is not decoded: nothing reads it, and in a
+        zone wake a thousand of them were decoded only to be dropped."""
         resp = await self.batch.patch_namespaced_job(
             name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
         )
-        return await _json(resp)
+        await _checked(resp)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Deletes a Job (its pods go with it, in the background); a Job already gone is fine."""
@@ -75,7 +82,7 @@ class Kube:
             resp = await self.batch.delete_namespaced_job(
                 name, namespace, propagation_policy="Background", _preload_content=False
             )
-            await _json(resp)
+            await _checked(resp)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -105,8 +112,10 @@ class Kube:
 
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """Merge-patches a custom resource's status subresource (None values delete fields)."""
+    ) -> None:
+        """Merge-patches a custom resource's status subresource (None values delete fields).
+
+        The answer is not decoded, as for `patch_job`."""
         api: Any = client.CustomObjectsApi(self.api)
         resp = await api.patch_namespaced_custom_object_status(
             group,
@@ -118,7 +127,7 @@ class Kube:
             _content_type=MERGE_PATCH,
             _preload_content=False,
         )
-        return await _json(resp)
+        await _checked(resp)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's keys, decoded; the values never leave the carbon provider that needs them."""
