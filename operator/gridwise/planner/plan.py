@@ -6,6 +6,8 @@ import math
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+import numpy as np
+
 from gridwise.planner import policies
 from gridwise.planner.model import POLICIES, Plan, PlanRequest, SlotColumns
 from gridwise.planner.scaling import throughputs
@@ -168,9 +170,5 @@ def plan(request: PlanRequest) -> Plan:
 
 def _days(grid: Grid) -> tuple[int, ...]:
     """Which 24 h window after now each slot starts in (for max_pauses_per_day)."""
-    elapsed = 0.0
-    out = []
-    for hours in grid.hours:
-        out.append(int(elapsed // 24))
-        elapsed += hours
-    return tuple(out)
+    elapsed = np.concatenate(([0.0], np.cumsum(grid.hours[:-1]))) if len(grid) else np.zeros(0)
+    return tuple((elapsed // 24).astype(int).tolist())

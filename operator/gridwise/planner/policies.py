@@ -13,6 +13,8 @@ import heapq
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 EPS = 1e-9
 
 
@@ -34,11 +36,11 @@ class Problem:
 
 
 def _suffix_capacity(problem: Problem) -> list[float]:
+    """Work the slots from each one to the end can do at max replicas (the last entry: none left)."""
     full = problem.rates[problem.max_replicas]
-    suffix = [0.0] * (len(problem.hours) + 1)
-    for index in range(len(problem.hours) - 1, -1, -1):
-        suffix[index] = suffix[index + 1] + full * problem.hours[index]
-    return suffix
+    # A reversed cumsum adds from the last slot back, as the loop it replaces did (same bits).
+    from_end = np.cumsum(full * np.asarray(problem.hours[::-1], dtype=np.float64))
+    return [*from_end[::-1].tolist(), 0.0]
 
 
 def threshold(problem: Problem) -> list[int]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
 
 from gridwise.carbon.reading import EPOCH, IntensityPoint
 
@@ -55,45 +58,87 @@ def build_grid(now: datetime, end: datetime, slot: timedelta, forecast: Sequence
     """Slot boundaries sit on multiples of `slot` since the epoch, so re-plans line up with each other.
 
     Beyond the forecast the future is unknown: those slots get the forecast's mean, which makes the
-    planner neither chase nor avoid them. (Float seconds inside: this runs for every job on every re-plan.)
+    planner neither chase nor avoid them. Runs for every job on every re-plan, so the slots are worked
+    out as arrays: per slot in Python it was half of a threshold job's reconcile at a 14-day horizon.
     """
     t_now, t_end = (now - EPOCH).total_seconds(), (end - EPOCH).total_seconds()
-    step = slot.total_seconds()
-    edges = [t_now]
-    boundary = (t_now // step + 1) * step
-    while boundary < t_end:
-        edges.append(boundary)
-        boundary += step
-    if t_end > t_now:
-        edges.append(t_end)
+    edges = _edges(t_now, t_end, slot.total_seconds())
     points = sorted(forecast, key=lambda p: p.start)
     spans = [p.span_s for p in points]
-    p_start = [a for a, _ in spans]
-    p_end = [b for _, b in spans]
-    p_val = [p.grams_per_kwh for p in points]
-    total = sum(e - s for s, e in zip(p_start, p_end, strict=True))
-    mean = sum(v * (e - s) for s, e, v in zip(p_start, p_end, p_val, strict=True)) / total
-    values: list[float] = []
-    covered = 0
-    index = 0
-    count = len(points)
-    for start, stop in itertools.pairwise(edges):
+    p_start = np.array([a for a, _ in spans], dtype=np.float64)
+    p_end = np.array([b for _, b in spans], dtype=np.float64)
+    p_val = np.array([p.grams_per_kwh for p in points], dtype=np.float64)
+    if not points:
+        raise ValueError("the forecast is empty: the planner needs at least one intensity point")
+    lengths = p_end - p_start
+    # cumsum adds in order, as a loop would: the same mean to the last bit, whatever the length.
+    mean = float(np.cumsum(p_val * lengths)[-1] / np.cumsum(lengths)[-1])
+    lo, hi = edges[:-1], edges[1:]
+    if len(points) > 1 and bool((p_start[1:] < p_end[:-1]).any()):
+        weighted, seconds = _overlaps_by_scan(lo, hi, p_start, p_end, p_val)
+    else:
+        weighted, seconds = _overlaps(lo, hi, p_start, p_end, p_val)
+    span = hi - lo
+    has = seconds > 0
+    values = np.where(has, (weighted + (span - seconds) * mean) / np.where(span > 0, span, 1.0), mean)
+    full = np.flatnonzero(has & (seconds >= span * 0.999))
+    covered = int(full[-1]) + 1 if len(full) else 0
+    hours = span / 3600
+    return Grid(now, end, tuple(edges.tolist()), tuple(hours.tolist()), tuple(values.tolist()), covered)
+
+
+Array = npt.NDArray[np.float64]
+
+
+def _edges(t_now: float, t_end: float, step: float) -> Array:
+    """now, every multiple of `step` strictly between now and the end, the end (just now if none)."""
+    if t_end <= t_now:
+        return np.array([t_now])
+    first = (t_now // step + 1) * step
+    count = max(0, math.ceil((t_end - first) / step))
+    while count > 0 and first + (count - 1) * step >= t_end:  # float rounding of the ceil
+        count -= 1
+    while first + count * step < t_end:
+        count += 1
+    return np.concatenate(([t_now], first + step * np.arange(count, dtype=np.float64), [t_end]))
+
+
+def _overlaps(lo: Array, hi: Array, p_start: Array, p_end: Array, p_val: Array) -> tuple[Array, Array]:
+    """Intensity-seconds and seconds the forecast covers in each slot, for points that do not overlap.
+
+    Each slot meets a run of consecutive points; they are added in time order, as a scan would.
+    """
+    first = np.searchsorted(p_end, lo, side="right")  # the first point ending after the slot starts
+    stop = np.searchsorted(p_start, hi, side="left")  # past the last point starting before it ends
+    weighted = np.zeros(len(lo))
+    seconds = np.zeros(len(lo))
+    width = int((stop - first).max()) if len(lo) else 0
+    for k in range(width):
+        j = first + k
+        inside = j < stop
+        jj = np.where(inside, j, 0)
+        overlap = np.minimum(hi, p_end[jj]) - np.maximum(lo, p_start[jj])
+        overlap = np.where(inside & (overlap > 0), overlap, 0.0)
+        weighted += overlap * p_val[jj]
+        seconds += overlap
+    return weighted, seconds
+
+
+def _overlaps_by_scan(
+    lo: Array, hi: Array, p_start: Array, p_end: Array, p_val: Array
+) -> tuple[Array, Array]:
+    """`_overlaps` for forecasts whose points overlap each other (each overlap counts): slot by slot."""
+    weighted = np.zeros(len(lo))
+    seconds = np.zeros(len(lo))
+    index, count = 0, len(p_start)
+    for i, (start, stop) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
         while index < count and p_end[index] <= start:
             index += 1
-        weighted = seconds = 0.0
         probe = index
         while probe < count and p_start[probe] < stop:
             overlap = min(stop, p_end[probe]) - max(start, p_start[probe])
             if overlap > 0:
-                weighted += overlap * p_val[probe]
-                seconds += overlap
+                weighted[i] += overlap * p_val[probe]
+                seconds[i] += overlap
             probe += 1
-        span = stop - start
-        if seconds > 0:
-            values.append((weighted + (span - seconds) * mean) / span)
-            if seconds >= span * 0.999:
-                covered = len(values)
-        else:
-            values.append(mean)
-    hours = tuple((b - a) / 3600 for a, b in itertools.pairwise(edges))
-    return Grid(now, end, tuple(edges), hours, tuple(values), covered)
+    return weighted, seconds
