@@ -10,7 +10,8 @@ in the same cluster:
    known instant the grid turns dirty, and each Job is timed from that instant to the same state.
 
 It also counts the operator's API requests per job-hour in steady state, split by verb (from the
-audit log), and its resident memory idle, after each step of jobs (--rss-steps) and at peak.
+audit log), and its resident memory idle, after each step of jobs (--rss-steps) and at peak; and, from
+the operator's own /metrics, the CPU seconds and reconcile ticks the change cost it, per job.
 
     python benchmarks/scale_bench.py --jobs 1000 --nodes 500
 """
@@ -184,6 +185,38 @@ def job_patch_spread(audit: Path, change: float, until: float) -> dict[str, floa
 
 
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+# What the operator's own /metrics says about its work: CPU, reconcile ticks, status writes.
+OWN_COUNTERS = {
+    "cpu_seconds": "process_cpu_seconds_total",
+    "ticks": "gridwise_reconcile_duration_seconds_count",
+    "status_writes": "gridwise_status_writes_total",
+    "decisions": "gridwise_decisions_total",
+}
+
+
+def operator_counters(port: int) -> dict[str, float]:
+    """The operator's OWN_COUNTERS now, each summed over its labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    totals = dict.fromkeys(OWN_COUNTERS, 0.0)
+    names = {metric: key for key, metric in OWN_COUNTERS.items()}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                totals[names[sample.name]] += sample.value
+    return totals
+
+
+def work_between(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+    """What the operator did between two `operator_counters` readings, in all and per job."""
+    delta = {key: after[key] - before[key] for key in OWN_COUNTERS}
+    return {
+        **{key: round(value, 2) for key, value in delta.items()},
+        "cpu_ms_per_job": round(1000 * delta["cpu_seconds"] / jobs, 2),
+        "ticks_per_job": round(delta["ticks"] / jobs, 2),
+    }
 
 
 def plain_job(i: int) -> dict[str, Any]:
@@ -401,14 +434,20 @@ def main() -> int:
             f"(operator pid {op.pid})"
         )
         watch = JobWatch(cp)
-        while time.time() < change_wall:
+        while time.time() < change_wall - 1:
             time.sleep(0.2)
+        own_before = operator_counters(http_port)
+        while time.time() < change_wall:
+            time.sleep(0.05)
         watch.armed = True
         steady_until = time.time()
         while len(watch.first_done) < args.jobs and time.time() < change_wall + args.timeout:
             time.sleep(0.5)
         end = time.time()
+        own_at_end = operator_counters(http_port)
         watch.close()
+        time.sleep(30)  # the follow-up ticks the pauses' watch events cause
+        own_after = operator_counters(http_port)
         p50, p99, worst = percentiles([t - change_wall for t in watch.first_done.values()])
         peak_rss = rss_kib(op.pid, "VmHWM")
         time.sleep(3)  # let the batched audit backend flush
@@ -434,6 +473,9 @@ def main() -> int:
             "api_requests_per_job_hour_by_verb": per_job_hour,
             "api_requests_during_change_by_verb": dict(sorted(during.items())),
             "operator_job_patches_after_change": spread,
+            # From 1 s before the change to the last Job done, and to 30 s after that.
+            "operator_work_during_change": work_between(own_before, own_at_end, args.jobs),
+            "operator_work_to_30s_after": work_between(own_before, own_after, args.jobs),
             "operator_rss_mib": {
                 "idle": round(idle_rss / 1024, 1),
                 **rss_at,
