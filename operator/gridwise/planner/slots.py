@@ -12,6 +12,8 @@ import numpy.typing as npt
 
 from gridwise.carbon.reading import EPOCH, IntensityPoint
 
+Array = npt.NDArray[np.float64]
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -63,13 +65,13 @@ def build_grid(now: datetime, end: datetime, slot: timedelta, forecast: Sequence
     """
     t_now, t_end = (now - EPOCH).total_seconds(), (end - EPOCH).total_seconds()
     edges = _edges(t_now, t_end, slot.total_seconds())
+    if not forecast:
+        raise ValueError("the forecast is empty: the planner needs at least one intensity point")
     points = sorted(forecast, key=lambda p: p.start)
     spans = [p.span_s for p in points]
     p_start = np.array([a for a, _ in spans], dtype=np.float64)
     p_end = np.array([b for _, b in spans], dtype=np.float64)
     p_val = np.array([p.grams_per_kwh for p in points], dtype=np.float64)
-    if not points:
-        raise ValueError("the forecast is empty: the planner needs at least one intensity point")
     lengths = p_end - p_start
     # cumsum adds in order, as a loop would: the same mean to the last bit, whatever the length.
     mean = float(np.cumsum(p_val * lengths)[-1] / np.cumsum(lengths)[-1])
@@ -85,9 +87,6 @@ def build_grid(now: datetime, end: datetime, slot: timedelta, forecast: Sequence
     covered = int(full[-1]) + 1 if len(full) else 0
     hours = span / 3600
     return Grid(now, end, tuple(edges.tolist()), tuple(hours.tolist()), tuple(values.tolist()), covered)
-
-
-Array = npt.NDArray[np.float64]
 
 
 def _edges(t_now: float, t_end: float, step: float) -> Array:
