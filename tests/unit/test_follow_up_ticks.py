@@ -75,7 +75,7 @@ async def stop(stopped: Running, tasks: list[Any], wakeups: Wakeups, *names: str
 
 
 async def test_a_watch_event_tick_waits_for_the_urgent_tick_running_and_an_edit_does_not() -> None:
-    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01, follow_up_coalesce_s=0.01)  # type: ignore[arg-type]
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01)  # type: ignore[arg-type]
     reconciler = Reconciler()
     stopped, tasks = await started(reconciler, wakeups, "a", "b")
     reconciler.hold["a"] = asyncio.Event()
@@ -97,7 +97,7 @@ async def test_a_watch_event_tick_waits_for_the_urgent_tick_running_and_an_edit_
 
 
 async def test_a_follow_up_waits_at_most_the_cap(monkeypatch: Any) -> None:
-    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01, follow_up_coalesce_s=0.01)  # type: ignore[arg-type]
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01)  # type: ignore[arg-type]
     original = wakeups.after_urgent_ticks
     monkeypatch.setattr(wakeups, "after_urgent_ticks", lambda job: original(job, timeout_s=0.2))
     reconciler = Reconciler()
@@ -112,34 +112,3 @@ async def test_a_follow_up_waits_at_most_the_cap(monkeypatch: Any) -> None:
     assert reconciler.ticks == ["a", "b"], "a stuck urgent tick does not hold other jobs for longer"
     reconciler.hold["a"].set()
     await stop(stopped, tasks, wakeups, "a", "b")
-
-
-async def test_a_pauses_trickle_of_watch_events_is_one_follow_up_but_an_edit_is_not_held_by_it() -> None:
-    # A pause's events come over seconds (the Job, each pod terminating, gone, the Job's counts):
-    # one follow-up tick for them all, not one per 0.25 s. A spec edit meanwhile is due at once.
-    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01, follow_up_coalesce_s=0.3)  # type: ignore[arg-type]
-    job = ("ns", "j")
-    event = wakeups.register(job, CARBON)
-    for _ in range(4):
-        wakeups.wake_later(job)
-        await asyncio.sleep(0.05)
-    assert not event.is_set(), "the follow-up is not due until its window ends"
-    await asyncio.sleep(0.2)
-    assert event.is_set() and not wakeups.claim_urgent(job)
-    event.clear()
-    await asyncio.sleep(0.4)
-    assert not event.is_set(), "one wake for the whole trickle"
-
-    wakeups.wake_later(job)  # a pod terminated...
-    await asyncio.sleep(0.02)
-    wakeups.wake_later(job, urgent=True)  # ...and the spec was edited
-    await asyncio.sleep(0.05)
-    assert event.is_set() and wakeups.claim_urgent(job), "the edit did not wait for the follow-up's window"
-    event.clear()
-    await asyncio.sleep(0.4)
-    assert not event.is_set(), "the follow-up it brought forward is not run again"
-
-    wakeups.wake_later(job)
-    wakeups.forget(job)  # deleted before its follow-up was due
-    await asyncio.sleep(0.4)
-    assert not event.is_set()

@@ -9,8 +9,7 @@ job's own planned change times wake just that job. The per-job interval is only 
 A zone wake is urgent: its jobs' Job changes are what pause or resume pods. The watch events those
 changes cause (the Job suspended, each pod terminating and gone) wake the same jobs again, but are
 news for their status, not for the decision; their ticks wait (at most `FOLLOW_UP_WAIT_S`) until
-no urgent tick is running, so a thousand follow-ups do not delay the last jobs' pauses, and one
-job's burst of them (`FOLLOW_UP_COALESCE_S`) is one tick.
+no urgent tick is running, so a thousand follow-ups do not delay the last jobs' pauses.
 """
 
 from __future__ import annotations
@@ -32,10 +31,6 @@ log = logging.getLogger(__name__)
 JobKey = tuple[str, str]  # (namespace, name)
 ZoneKey = tuple[str, str, str]  # (provider, zone, signal type) as the spec names them
 FOLLOW_UP_WAIT_S = 5.0  # the longest a follow-up tick waits for urgent ones
-# A pause's watch events (the Job suspended, each pod terminating and gone, the Job's counts) arrive
-# over several seconds; woken 0.25 s after the first of each burst, a job of the scale benchmark
-# ticked 6 times in the 30 s after a zone wake (400 jobs, 2 cores), each a full reconcile.
-FOLLOW_UP_COALESCE_S = 2.0
 
 
 def zone_key(carbon: Mapping[str, Any]) -> ZoneKey:
@@ -74,14 +69,11 @@ class Wakeups:
         max_poll_s: float = 1.0,
         on_zone_wake: Any = None,
         coalesce_s: float = 0.25,
-        follow_up_coalesce_s: float = FOLLOW_UP_COALESCE_S,
     ) -> None:
-        """Watch events of one job within `follow_up_coalesce_s` wall seconds wake it once; an urgent
-        one (a spec edit) within `coalesce_s`, and sooner than a follow-up already waiting."""
+        """`coalesce_s`: watch events of one job within this many wall seconds wake it once."""
         self._clock = clock
         self._coalesce_s = coalesce_s
-        self._follow_up_coalesce_s = max(coalesce_s, follow_up_coalesce_s)
-        self._pending: dict[JobKey, asyncio.TimerHandle] = {}
+        self._pending: set[JobKey] = set()
         self._on_zone_wake = on_zone_wake  # e.g. a Prometheus counter's inc
         self._signals = signals
         self._max_poll_s = max_poll_s
@@ -112,9 +104,6 @@ class Wakeups:
 
     def forget(self, job: JobKey) -> None:
         self.unregister(job)
-        pending = self._pending.pop(job, None)
-        if pending is not None:
-            pending.cancel()
         self._events.pop(job, None)
         self._urgent.discard(job)
 
@@ -132,27 +121,21 @@ class Wakeups:
             held.set()  # a held follow-up becomes this urgent tick
 
     def wake_later(self, job: JobKey, *, urgent: bool = False) -> None:
-        """Wakes `job` once for a burst of watch events; more calls meanwhile add nothing.
+        """Wakes `job` after `coalesce_s`; more calls meanwhile add nothing (one tick sees them all).
 
-        Not `urgent`: a watch event, news for the status only, whose tick may wait for the urgent
-        ones (see the module doc) and is not due for `follow_up_coalesce_s`. `urgent` (a spec edit):
-        due within `coalesce_s`, bringing forward a follow-up that is waiting.
+        Not `urgent`: a watch event, whose tick may wait for the urgent ones (see the module doc).
         """
         if urgent:
             self._mark_urgent(job)
-        loop = asyncio.get_running_loop()
-        delay = self._coalesce_s if urgent else self._follow_up_coalesce_s
-        pending = self._pending.get(job)
-        if pending is not None:
-            if pending.when() <= loop.time() + delay:
-                return
-            pending.cancel()
+        if job in self._pending:
+            return
+        self._pending.add(job)
 
         def fire() -> None:
-            self._pending.pop(job, None)
+            self._pending.discard(job)
             self.wake(job, urgent=False)
 
-        self._pending[job] = loop.call_later(delay, fire)
+        asyncio.get_running_loop().call_later(self._coalesce_s, fire)
 
     def claim_urgent(self, job: JobKey) -> bool:
         """Whether `job` has an urgent wake pending; claiming it clears it."""
