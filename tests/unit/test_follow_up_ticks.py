@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -40,27 +40,24 @@ class Reconciler:
         )
         self.ticks: list[str] = []
         self.hold: dict[str, asyncio.Event] = {}
-        self.status: dict[str, dict[str, Any]] = {}  # what each job's tick returns
 
     async def tick(self, body: Any, index: Any) -> TickResult:
         name = body.metadata.name
         self.ticks.append(name)
         if name in self.hold:
             await self.hold[name].wait()
-        return TickResult(self.status.get(name, {}))
+        return TickResult({})
 
 
 def body(name: str) -> Any:
     return SimpleNamespace(metadata=SimpleNamespace(namespace="ns", name=name), spec={"carbon": CARBON})
 
 
-async def started(
-    reconciler: Reconciler, wakeups: Wakeups, *names: str, interval_s: float = 3600
-) -> tuple[Running, list[Any]]:
+async def started(reconciler: Reconciler, wakeups: Wakeups, *names: str) -> tuple[Running, list[Any]]:
     stopped = Running()
     tasks = [
         asyncio.create_task(
-            run_job(reconciler, wakeups, body(n), ({}, {}), stopped, interval_s=interval_s)  # type: ignore[arg-type]
+            run_job(reconciler, wakeups, body(n), ({}, {}), stopped, interval_s=3600)  # type: ignore[arg-type]
         )
         for n in names
     ]
@@ -102,7 +99,7 @@ async def test_a_watch_event_tick_waits_for_the_urgent_tick_running_and_an_edit_
 async def test_a_follow_up_waits_at_most_the_cap(monkeypatch: Any) -> None:
     wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01)  # type: ignore[arg-type]
     original = wakeups.after_urgent_ticks
-    monkeypatch.setattr(wakeups, "after_urgent_ticks", lambda job, timeout_s: original(job, timeout_s=0.2))
+    monkeypatch.setattr(wakeups, "after_urgent_ticks", lambda job: original(job, timeout_s=0.2))
     reconciler = Reconciler()
     stopped, tasks = await started(reconciler, wakeups, "a", "b")
     reconciler.hold["a"] = asyncio.Event()  # a's tick never ends on its own
@@ -115,23 +112,3 @@ async def test_a_follow_up_waits_at_most_the_cap(monkeypatch: Any) -> None:
     assert reconciler.ticks == ["a", "b"], "a stuck urgent tick does not hold other jobs for longer"
     reconciler.hold["a"].set()
     await stop(stopped, tasks, wakeups, "a", "b")
-
-
-async def test_a_safety_net_pass_waits_for_urgent_ticks_but_a_planned_change_does_not() -> None:
-    # In a 1000-job zone wake, jobs already paused were reconciled again by the interval while the
-    # last jobs still waited for their pause: the timer alone is no reason to go first.
-    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01)  # type: ignore[arg-type]
-    reconciler = Reconciler()
-    soon = (NOW + timedelta(seconds=0.2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    reconciler.status = {"planned": {"nextChange": {"time": soon, "replicas": 1}}}
-    stopped, tasks = await started(reconciler, wakeups, "a", "idle", "planned", interval_s=0.6)
-    reconciler.hold["a"] = asyncio.Event()
-    wakeups.wake(("ns", "a"))  # the zone changed: a pauses (slowly)
-    await asyncio.sleep(0.9)
-    assert reconciler.ticks.count("idle") == 0, "the safety net waits while an urgent tick runs"
-    assert reconciler.ticks.count("planned") >= 1, "a change planned for now is made now"
-    reconciler.hold["a"].set()
-    await asyncio.sleep(0.1)
-    assert reconciler.ticks.count("idle") == 1, "then it runs, once"
-    reconciler.status = {}
-    await stop(stopped, tasks, wakeups, "a", "idle", "planned")

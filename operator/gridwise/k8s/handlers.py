@@ -23,7 +23,7 @@ import kopf
 from gridwise.api import GROUP, LABEL_JOB, LABEL_MANAGED_BY, MANAGER, PLURAL, VERSION, parse_time
 from gridwise.k8s.builders import job_name
 from gridwise.k8s.reconciler import FINISHED_CONDITIONS, IndexView, PodInfo, Reconciler, TickResult, pod_info
-from gridwise.k8s.wakeups import FOLLOW_UP_WAIT_S, Wakeups, wall_seconds_until
+from gridwise.k8s.wakeups import Wakeups, wall_seconds_until
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +109,13 @@ async def run_job(
     wake = wakeups.register(key, carbon)
     failures = 0
     urgent = True  # the first tick creates or adopts the Job
-    safety_net = False  # this pass is only the interval running out
     try:
         while not stopped:
             wake.clear()
             urgent = wakeups.claim_urgent(key) or urgent
             if not urgent:
-                # Woken only by watch events, or by the safety net: after the ticks that pause or
-                # resume pods. A safety-net pass may wait up to one more interval: in a 1000-job zone
-                # wake at a 10 s interval, jobs already paused ticked 100 times a second by the timer
-                # while the last jobs still waited for their pause (scale_bench, BENCHMARKS.md).
-                hold = max(interval_s, FOLLOW_UP_WAIT_S) if safety_net else FOLLOW_UP_WAIT_S
-                await wakeups.after_urgent_ticks(key, timeout_s=hold)
+                # Woken only by watch events: after the ticks that pause or resume pods.
+                await wakeups.after_urgent_ticks(key)
                 wake.clear()  # what arrived meanwhile is seen by this tick
                 urgent = wakeups.claim_urgent(key)
             try:
@@ -142,12 +137,9 @@ async def run_job(
                 wake = wakeups.register(key, carbon)
             try:
                 await asyncio.wait_for(wake.wait(), timeout=delay)
-                urgent = safety_net = False
-            except TimeoutError:
-                # A planned change, a retry or a deferred status write is due: act on it now. The
-                # interval alone running out is the safety net, which can wait for urgent ticks.
-                safety_net = delay >= interval_s
-                urgent = not safety_net
+                urgent = False
+            except TimeoutError:  # a planned change (or the safety net) is due: act on it
+                urgent = True
     finally:
         wakeups.forget(key)
         reconciler.ctx.board.forget(*key)  # not reconciled here any more: /v1/signal reads the status
