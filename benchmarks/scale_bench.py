@@ -446,7 +446,7 @@ def main() -> int:
         end = time.time()
         own_at_end = operator_counters(http_port)
         watch.close()
-        time.sleep(30)  # the follow-up ticks the pauses' watch events cause
+        time.sleep(30)  # the ticks after the wake: watch-event follow-ups and the safety net
         own_after = operator_counters(http_port)
         p50, p99, worst = percentiles([t - change_wall for t in watch.first_done.values()])
         peak_rss = rss_kib(op.pid, "VmHWM")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import httpx
 
@@ -112,8 +113,6 @@ class _CountingFinder:
 async def test_httpcore_finds_sniffio_once_not_on_every_pool_lock() -> None:
     # httpcore imports sniffio on every connection-pool lock; without it installed, every one of a
     # zone wake's thousand scrapes searched sys.path for it again (3% of the operator's CPU).
-    import sys
-
     from httpcore._synchronization import current_async_library
 
     finder = _CountingFinder("sniffio")
