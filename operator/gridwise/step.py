@@ -419,11 +419,13 @@ def build_status(
         "progress": round(progress, 6),
         "progressDisplay": f"{progress * 100:.0f}%",
         "progressSource": accounted.source,
-        "energyJoules": round(totals.energy_joules, 3),
-        "emissionsGrams": round(totals.emissions_grams, 3),
+        # Unrounded: the next tick (and a restarted operator) continues from these, and a rounding
+        # per tick would walk the totals away from what was drawn (0.005 g in 300 ticks).
+        "energyJoules": totals.energy_joules,
+        "emissionsGrams": totals.emissions_grams,
         # Modelled, as read back next tick: scaled only where it is compared (avoided), so a CRD
         # that prunes accounting.modelEnergyJoules degrades to the model instead of compounding.
-        "baselineEmissionsGrams": round(totals.baseline_emissions_grams, 3),
+        "baselineEmissionsGrams": totals.baseline_emissions_grams,
         "avoidedEmissionsGrams": round(avoided.total_grams, 3),
         "avoidedEmissions": {
             "timingGrams": round(avoided.timing_grams, 3),
