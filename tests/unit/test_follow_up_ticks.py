@@ -112,3 +112,37 @@ async def test_a_follow_up_waits_at_most_the_cap(monkeypatch: Any) -> None:
     assert reconciler.ticks == ["a", "b"], "a stuck urgent tick does not hold other jobs for longer"
     reconciler.hold["a"].set()
     await stop(stopped, tasks, wakeups, "a", "b")
+
+
+def test_the_safety_net_stretches_past_its_budget_of_passes_per_second() -> None:
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), safety_net_per_s=20.0)  # type: ignore[arg-type]
+    for i in range(100):
+        wakeups.register(("ns", f"j{i}"), CARBON)
+    assert wakeups.safety_net_s(10.0) == 10.0  # 100 jobs / 10 s = 10 a second: within budget
+    for i in range(100, 1000):
+        wakeups.register(("ns", f"j{i}"), CARBON)
+    assert wakeups.safety_net_s(10.0) == 50.0  # 1000 jobs: 20 a second, not 100
+    assert wakeups.safety_net_s(60.0) == 60.0
+
+
+async def test_many_jobs_share_the_safety_net_budget_and_an_event_still_wakes_one_at_once() -> None:
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), safety_net_per_s=10.0)  # type: ignore[arg-type]
+    reconciler = Reconciler()
+    names = [f"j{i}" for i in range(5)]
+    stopped = Running()
+    tasks = [
+        asyncio.create_task(
+            run_job(reconciler, wakeups, body(n), ({}, {}), stopped, interval_s=0.05)  # type: ignore[arg-type]
+        )
+        for n in names
+    ]
+    await asyncio.sleep(0.05)
+    reconciler.ticks.clear()
+    await asyncio.sleep(1.0)
+    # Unbudgeted, 5 jobs at 0.05 s would tick ~100 times in this second; the budget allows ~10.
+    assert len(reconciler.ticks) <= 20, reconciler.ticks
+    reconciler.ticks.clear()
+    wakeups.wake(("ns", "j3"))
+    await asyncio.sleep(0.05)
+    assert "j3" in reconciler.ticks  # (another job's net pass may fall in the same 50 ms)
+    await stop(stopped, tasks, wakeups, *names)

@@ -125,7 +125,7 @@ async def run_job(
                 _post(body, result)
                 if result.retry_after is not None:
                     reconciler.ctx.metrics.reconcile_errors.inc()
-                delay = next_delay(reconciler, result, interval_s)
+                delay = next_delay(reconciler, result, wakeups.safety_net_s(interval_s))
             except Exception:  # the reconciler catches its own; this is the last line of defence
                 failures += 1
                 reconciler.ctx.metrics.reconcile_errors.inc()

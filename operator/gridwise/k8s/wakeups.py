@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 JobKey = tuple[str, str]  # (namespace, name)
 ZoneKey = tuple[str, str, str]  # (provider, zone, signal type) as the spec names them
 FOLLOW_UP_WAIT_S = 5.0  # the longest a follow-up tick waits for urgent ones
+# The safety net's budget across all jobs: past this many jobs per second of interval, the net
+# stretches (1000 jobs at a 10 s interval would be 100 ticks a second, most of a core, for news
+# that the events above already deliver).
+SAFETY_NET_PASSES_PER_S = 20.0
 
 
 def zone_key(carbon: Mapping[str, Any]) -> ZoneKey:
@@ -69,9 +73,11 @@ class Wakeups:
         max_poll_s: float = 1.0,
         on_zone_wake: Any = None,
         coalesce_s: float = 0.25,
+        safety_net_per_s: float = SAFETY_NET_PASSES_PER_S,
     ) -> None:
         """`coalesce_s`: watch events of one job within this many wall seconds wake it once."""
         self._clock = clock
+        self._safety_net_per_s = safety_net_per_s
         self._coalesce_s = coalesce_s
         self._pending: set[JobKey] = set()
         self._on_zone_wake = on_zone_wake  # e.g. a Prometheus counter's inc
@@ -85,6 +91,14 @@ class Wakeups:
         self._urgent: set[JobKey] = set()  # jobs whose pending wake may change their decision
         self._urgent_ticks = 0
         self._held: dict[JobKey, asyncio.Event] = {}  # follow-ups waiting, and what lets each go
+
+    def safety_net_s(self, interval_s: float) -> float:
+        """The safety-net interval at the current job count: `interval_s`, or longer past the budget.
+
+        Only the net stretches: zone changes, planned changes, due status writes and watch
+        events still wake a job at once.
+        """
+        return max(interval_s, len(self._events) / self._safety_net_per_s)
 
     def register(self, job: JobKey, carbon: Mapping[str, Any]) -> asyncio.Event:
         """The event that wakes `job`; re-registering (a provider switch) moves it to its new zone."""
