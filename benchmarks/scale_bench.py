@@ -10,7 +10,8 @@ in the same cluster:
    known instant the grid turns dirty, and each Job is timed from that instant to the same state.
 
 It also counts the operator's API requests per job-hour in steady state, split by verb (from the
-audit log), and its resident memory idle, after each step of jobs (--rss-steps) and at peak; and, from
+audit log), and its resident memory idle and after each step of jobs (--rss-steps; the median of
+one-second samples over at least one heap trim) and at peak; and, from
 the operator's own /metrics, the CPU seconds and reconcile ticks the change cost it, per job.
 
     python benchmarks/scale_bench.py --jobs 1000 --nodes 500
@@ -152,6 +153,26 @@ def rss_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"{field} not in /proc/{pid}/status")
+
+
+def rss_over(pid: int, seconds: float) -> dict[str, float]:
+    """The operator's RSS (MiB) sampled every second for `seconds`: median, min and max.
+
+    One reading lands anywhere between a burst and the next heap trim (every 30 s); over a trim
+    period the median is the resident cost, the max the burst.
+    """
+    samples = []
+    until = time.time() + seconds
+    while True:
+        samples.append(rss_kib(pid, "VmRSS") / 1024)
+        if time.time() >= until:
+            break
+        time.sleep(1.0)
+    return {
+        "median": round(statistics.median(samples), 1),
+        "min": round(min(samples), 1),
+        "max": round(max(samples), 1),
+    }
 
 
 def _operator_calls(audit: Path, since: float, until: float) -> Iterator[tuple[float, str]]:
@@ -411,9 +432,10 @@ def main() -> int:
         )  # fmt: skip
         wait_ready(http_port, op)
         time.sleep(3 * args.tick_seconds)  # idle: imported, watching, a few safety-net passes
-        idle_rss = rss_kib(op.pid, "VmRSS")
-        log(f"operator idle RSS {idle_rss / 1024:.1f} MiB; adding jobs in steps {steps}")
+        idle_rss = rss_over(op.pid, 30.0)
+        log(f"operator idle RSS {idle_rss} MiB; adding jobs in steps {steps}")
         rss_at: dict[str, float] = {}
+        rss_range: dict[str, dict[str, float]] = {"idle": idle_rss}
         applied = 0
         for step in steps:
             docs = [caj(i, trace) for i in range(applied, step)]
@@ -423,9 +445,10 @@ def main() -> int:
             wait_all_running(
                 cp, "bench", step, timeout=max(0.0, change_wall - args.steady_seconds - time.time())
             )
-            time.sleep(min(30.0, 3 * args.tick_seconds))  # a few ticks at this size
-            rss_at[str(step)] = round(rss_kib(op.pid, "VmRSS") / 1024, 1)
-            log(f"{step} jobs running; operator RSS {rss_at[str(step)]} MiB")
+            # A few ticks at this size, and one heap trim at least.
+            rss_range[str(step)] = rss_over(op.pid, max(30.0, 3 * args.tick_seconds))
+            rss_at[str(step)] = rss_range[str(step)]["median"]
+            log(f"{step} jobs running; operator RSS {rss_range[str(step)]} MiB")
         steady_from = time.time()
         if change_wall - steady_from < args.steady_seconds * 0.5:
             raise SystemExit("jobs took too long to start: raise --steady-seconds or lower --jobs")
@@ -476,11 +499,13 @@ def main() -> int:
             # From 1 s before the change to the last Job done, and to 30 s after that.
             "operator_work_during_change": work_between(own_before, own_at_end, args.jobs),
             "operator_work_to_30s_after": work_between(own_before, own_after, args.jobs),
+            # Medians of one-second samples over each step's window (the ranges below), and VmHWM.
             "operator_rss_mib": {
-                "idle": round(idle_rss / 1024, 1),
+                "idle": idle_rss["median"],
                 **rss_at,
                 "peak": round(peak_rss / 1024, 1),
             },
+            "operator_rss_mib_range": rss_range,
         }
         if floor and floor.get("p99_s") and p99 is not None:
             result["p99_over_floor_p99"] = round(p99 / floor["p99_s"], 2)
