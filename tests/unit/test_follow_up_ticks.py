@@ -53,11 +53,13 @@ def body(name: str) -> Any:
     return SimpleNamespace(metadata=SimpleNamespace(namespace="ns", name=name), spec={"carbon": CARBON})
 
 
-async def started(reconciler: Reconciler, wakeups: Wakeups, *names: str) -> tuple[Running, list[Any]]:
+async def started(
+    reconciler: Reconciler, wakeups: Wakeups, *names: str, interval_s: float = 3600
+) -> tuple[Running, list[Any]]:
     stopped = Running()
     tasks = [
         asyncio.create_task(
-            run_job(reconciler, wakeups, body(n), ({}, {}), stopped, interval_s=3600)  # type: ignore[arg-type]
+            run_job(reconciler, wakeups, body(n), ({}, {}), stopped, interval_s=interval_s)  # type: ignore[arg-type]
         )
         for n in names
     ]
@@ -129,15 +131,7 @@ async def test_many_jobs_share_the_safety_net_budget_and_an_event_still_wakes_on
     wakeups = Wakeups(ManualClock(NOW), NoHub(), safety_net_per_s=10.0)  # type: ignore[arg-type]
     reconciler = Reconciler()
     names = [f"j{i}" for i in range(5)]
-    stopped = Running()
-    tasks = [
-        asyncio.create_task(
-            run_job(reconciler, wakeups, body(n), ({}, {}), stopped, interval_s=0.05)  # type: ignore[arg-type]
-        )
-        for n in names
-    ]
-    await asyncio.sleep(0.05)
-    reconciler.ticks.clear()
+    stopped, tasks = await started(reconciler, wakeups, *names, interval_s=0.05)
     await asyncio.sleep(1.0)
     # Unbudgeted, 5 jobs at 0.05 s would tick ~100 times in this second; the budget allows ~10.
     assert len(reconciler.ticks) <= 20, reconciler.ticks
