@@ -420,7 +420,7 @@ def build_status(
         "progressDisplay": f"{progress * 100:.0f}%",
         "progressSource": accounted.source,
         # Unrounded: the next tick (and a restarted operator) continues from these, and a rounding
-        # per tick would walk the totals away from what was drawn (0.005 g in 300 ticks).
+        # per tick would walk the totals away from what was drawn (0.004 g in 300 ticks).
         "energyJoules": totals.energy_joules,
         "emissionsGrams": totals.emissions_grams,
         # Modelled, as read back next tick: scaled only where it is compared (avoided), so a CRD
