@@ -434,7 +434,6 @@ def main() -> int:
         time.sleep(3 * args.tick_seconds)  # idle: imported, watching, a few safety-net passes
         idle_rss = rss_over(op.pid, 30.0)
         log(f"operator idle RSS {idle_rss} MiB; adding jobs in steps {steps}")
-        rss_at: dict[str, float] = {}
         rss_range: dict[str, dict[str, float]] = {"idle": idle_rss}
         applied = 0
         for step in steps:
@@ -447,7 +446,6 @@ def main() -> int:
             )
             # A few ticks at this size, and one heap trim at least.
             rss_range[str(step)] = rss_over(op.pid, max(30.0, 3 * args.tick_seconds))
-            rss_at[str(step)] = rss_range[str(step)]["median"]
             log(f"{step} jobs running; operator RSS {rss_range[str(step)]} MiB")
         steady_from = time.time()
         if change_wall - steady_from < args.steady_seconds * 0.5:
@@ -501,8 +499,7 @@ def main() -> int:
             "operator_work_to_30s_after": work_between(own_before, own_after, args.jobs),
             # Medians of one-second samples over each step's window (the ranges below), and VmHWM.
             "operator_rss_mib": {
-                "idle": idle_rss["median"],
-                **rss_at,
+                **{at: r["median"] for at, r in rss_range.items()},
                 "peak": round(peak_rss / 1024, 1),
             },
             "operator_rss_mib_range": rss_range,
