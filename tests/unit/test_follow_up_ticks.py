@@ -77,7 +77,7 @@ async def stop(stopped: Running, tasks: list[Any], wakeups: Wakeups, *names: str
 
 
 async def test_a_watch_event_tick_waits_for_the_urgent_tick_running_and_an_edit_does_not() -> None:
-    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01)  # type: ignore[arg-type]
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01, quiet_s=0.01)  # type: ignore[arg-type]
     reconciler = Reconciler()
     stopped, tasks = await started(reconciler, wakeups, "a", "b")
     reconciler.hold["a"] = asyncio.Event()
@@ -99,7 +99,7 @@ async def test_a_watch_event_tick_waits_for_the_urgent_tick_running_and_an_edit_
 
 
 async def test_a_follow_up_waits_at_most_the_cap(monkeypatch: Any) -> None:
-    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01)  # type: ignore[arg-type]
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01, quiet_s=0.01)  # type: ignore[arg-type]
     original = wakeups.after_urgent_ticks
     monkeypatch.setattr(wakeups, "after_urgent_ticks", lambda job: original(job, timeout_s=0.2))
     reconciler = Reconciler()
@@ -140,3 +140,47 @@ async def test_many_jobs_share_the_safety_net_budget_and_an_event_still_wakes_on
     await asyncio.sleep(0.05)
     assert "j3" in reconciler.ticks  # (another job's net pass may fall in the same 50 ms)
     await stop(stopped, tasks, wakeups, *names)
+
+
+async def test_a_pauses_events_spread_over_a_second_tick_its_job_once() -> None:
+    # The Job suspended, then each pod terminating and gone, 0.1 s apart: news for the status only.
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01, quiet_s=0.2, max_wait_s=5.0)  # type: ignore[arg-type]
+    reconciler = Reconciler()
+    stopped, tasks = await started(reconciler, wakeups, "a")
+    for _ in range(8):
+        wakeups.wake_later(("ns", "a"))
+        await asyncio.sleep(0.1)
+    assert reconciler.ticks == [], "no tick while the events keep coming (0.25 s windows: 3-4)"
+    await asyncio.sleep(0.3)
+    assert reconciler.ticks == ["a"], "one tick once they are quiet"
+    await stop(stopped, tasks, wakeups, "a")
+
+
+async def test_a_stream_of_events_still_ticks_within_the_longest_wait() -> None:
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01, quiet_s=0.2, max_wait_s=0.4)  # type: ignore[arg-type]
+    reconciler = Reconciler()
+    stopped, tasks = await started(reconciler, wakeups, "a")
+    for _ in range(20):  # never quiet for 0.2 s, for 1.2 s
+        wakeups.wake_later(("ns", "a"))
+        await asyncio.sleep(0.06)
+    assert 2 <= len(reconciler.ticks) <= 4, reconciler.ticks  # about every 0.4 s, not never
+    await stop(stopped, tasks, wakeups, "a")
+
+
+async def test_a_spec_edit_during_a_burst_ticks_at_once_and_a_forgotten_job_not_at_all() -> None:
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), coalesce_s=0.01, quiet_s=1.0, max_wait_s=5.0)  # type: ignore[arg-type]
+    reconciler = Reconciler()
+    stopped, tasks = await started(reconciler, wakeups, "a")
+    wakeups.wake_later(("ns", "a"))  # a pod terminated: could wait a second
+    wakeups.wake_later(("ns", "a"), urgent=True)  # the spec was edited: may change the decision
+    await asyncio.sleep(0.15)
+    assert reconciler.ticks == ["a"]
+    await asyncio.sleep(1.1)
+    assert reconciler.ticks == ["a"], "the edit's tick saw the pod's event too"
+    await stop(stopped, tasks, wakeups, "a")
+    event = wakeups.register(("ns", "b"), CARBON)
+    wakeups.wake_later(("ns", "b"))
+    wakeups.forget(("ns", "b"))  # deleted meanwhile
+    assert not wakeups._pending, "forgetting a job drops its timer"
+    await asyncio.sleep(1.1)
+    assert not event.is_set()

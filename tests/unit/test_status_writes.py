@@ -100,7 +100,7 @@ def test_a_total_near_zero_waits_for_an_absolute_floor(key: str, small: float, l
 
 
 async def test_a_burst_of_watch_events_wakes_a_job_once() -> None:
-    wakeups = Wakeups(ManualClock(NOW), FakeHub({}), coalesce_s=0.05)  # type: ignore[arg-type]
+    wakeups = Wakeups(ManualClock(NOW), FakeHub({}), coalesce_s=0.05, quiet_s=0.05)  # type: ignore[arg-type]
     event = wakeups.register(("ns", "j"), {"provider": "p", "zone": "z"})
     for _ in range(5):  # the Job, then each pod twice
         wakeups.wake_later(("ns", "j"))

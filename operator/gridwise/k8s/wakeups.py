@@ -8,7 +8,9 @@ job's own planned change times wake just that job. The per-job interval is only 
 
 A zone wake is urgent: its jobs' Job changes are what pause or resume pods. The watch events those
 changes cause (the Job suspended, each pod terminating and gone) wake the same jobs again, but are
-news for their status, not for the decision; their ticks wait (at most `FOLLOW_UP_WAIT_S`) until
+news for their status, not for the decision. So a job's watch events are debounced: its tick comes
+once they have been quiet for `FOLLOW_UP_QUIET_S` (at most `FOLLOW_UP_MAX_S` after the first), one
+tick for the whole pause rather than one per event; and it waits (at most `FOLLOW_UP_WAIT_S`) until
 no urgent tick is running, so a thousand follow-ups do not delay the last jobs' pauses.
 """
 
@@ -19,6 +21,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +34,10 @@ log = logging.getLogger(__name__)
 JobKey = tuple[str, str]  # (namespace, name)
 ZoneKey = tuple[str, str, str]  # (provider, zone, signal type) as the spec names them
 FOLLOW_UP_WAIT_S = 5.0  # the longest a follow-up tick waits for urgent ones
+# A pause's events for one job (the Job, each pod terminating, then gone, the Job's status) arrive
+# over a second or more under load; one tick once they are quiet sees all of them.
+FOLLOW_UP_QUIET_S = 1.0
+FOLLOW_UP_MAX_S = 5.0  # a stream of events still ticks this often: status lags at most this much
 # The safety net's budget across all jobs: past this many jobs per second of interval, the net
 # stretches (1000 jobs at a 10 s interval would be 100 ticks a second, most of a core, for news
 # that the events above already deliver).
@@ -57,6 +64,16 @@ def wall_seconds_until(clock: Clock, when: datetime) -> float:
     return max(0.0, (when - clock.now()).total_seconds() / speed)
 
 
+@dataclass
+class _Pending:
+    """A job's watch-event wake not yet fired: when its burst began and when it is due."""
+
+    first: float
+    due: float
+    urgent: bool
+    handle: asyncio.TimerHandle
+
+
 class Wakeups:
     """Per-job wake events and the one watcher task that sets them on zone signal changes.
 
@@ -73,13 +90,20 @@ class Wakeups:
         max_poll_s: float = 1.0,
         on_zone_wake: Any = None,
         coalesce_s: float = 0.25,
+        quiet_s: float = FOLLOW_UP_QUIET_S,
+        max_wait_s: float = FOLLOW_UP_MAX_S,
         safety_net_per_s: float = SAFETY_NET_PASSES_PER_S,
     ) -> None:
-        """`coalesce_s`: watch events of one job within this many wall seconds wake it once."""
+        """`coalesce_s`: how long an urgent watch event waits (for kopf to store what it saw).
+
+        `quiet_s`, `max_wait_s`: the debounce of a job's other watch events (see the module doc).
+        """
         self._clock = clock
         self._safety_net_per_s = safety_net_per_s
         self._coalesce_s = coalesce_s
-        self._pending: set[JobKey] = set()
+        self._quiet_s = max(coalesce_s, quiet_s)
+        self._max_wait_s = max(self._quiet_s, max_wait_s)
+        self._pending: dict[JobKey, _Pending] = {}
         self._on_zone_wake = on_zone_wake  # e.g. a Prometheus counter's inc
         self._signals = signals
         self._max_poll_s = max_poll_s
@@ -120,6 +144,9 @@ class Wakeups:
         self.unregister(job)
         self._events.pop(job, None)
         self._urgent.discard(job)
+        pending = self._pending.pop(job, None)
+        if pending is not None:
+            pending.handle.cancel()
 
     def wake(self, job: JobKey, *, urgent: bool = True) -> None:
         event = self._events.get(job)
@@ -135,21 +162,41 @@ class Wakeups:
             held.set()  # a held follow-up becomes this urgent tick
 
     def wake_later(self, job: JobKey, *, urgent: bool = False) -> None:
-        """Wakes `job` after `coalesce_s`; more calls meanwhile add nothing (one tick sees them all).
+        """Wakes `job` once for a burst of watch events: one tick sees them all.
 
-        Not `urgent`: a watch event, whose tick may wait for the urgent ones (see the module doc).
+        An `urgent` event (a spec edit) wakes it after `coalesce_s`; the others once the job's
+        events have been quiet for `quiet_s` (at most `max_wait_s` after the first), and that tick
+        may wait for the urgent ones (see the module doc).
         """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         if urgent:
             self._mark_urgent(job)
-        if job in self._pending:
+        pending = self._pending.get(job)
+        if pending is None:
+            due = now + (self._coalesce_s if urgent else self._quiet_s)
+            self._pending[job] = _Pending(now, due, urgent, loop.call_at(due, self._fire, job))
             return
-        self._pending.add(job)
+        if urgent and not pending.urgent:
+            pending.urgent = True
+            due = min(pending.due, now + self._coalesce_s)
+            if due < pending.due:  # sooner than the timer set: set it again
+                pending.due = due
+                pending.handle.cancel()
+                pending.handle = loop.call_at(due, self._fire, job)
+        elif not pending.urgent:  # one more event: the burst goes on (the timer re-arms itself)
+            pending.due = min(now + self._quiet_s, pending.first + self._max_wait_s)
 
-        def fire() -> None:
-            self._pending.discard(job)
-            self.wake(job, urgent=False)
-
-        asyncio.get_running_loop().call_later(self._coalesce_s, fire)
+    def _fire(self, job: JobKey) -> None:
+        pending = self._pending.get(job)
+        if pending is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < pending.due:  # events came after the timer was set
+            pending.handle = loop.call_at(pending.due, self._fire, job)
+            return
+        del self._pending[job]
+        self.wake(job, urgent=False)
 
     def claim_urgent(self, job: JobKey) -> bool:
         """Whether `job` has an urgent wake pending; claiming it clears it."""
