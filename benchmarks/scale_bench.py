@@ -12,7 +12,9 @@ in the same cluster:
 It also counts the operator's API requests per job-hour in steady state, split by verb (from the
 audit log), and its resident memory idle and after each step of jobs (--rss-steps; the median of
 one-second samples over at least one heap trim) and at peak; and, from
-the operator's own /metrics, the CPU seconds and reconcile ticks the change cost it, per job.
+the operator's own /metrics, the CPU seconds and reconcile ticks the change cost it, per job; and the
+control plane's CPU seconds per part (etcd, kube-apiserver, controllers, kwok) over the floor and over
+the change, which says whether a slower pause is the operator's doing or a busier cluster's.
 
     python benchmarks/scale_bench.py --jobs 1000 --nodes 500
 """
@@ -313,11 +315,14 @@ def measure_floor(cp: LocalControlPlane, jobs: int, timeout: float) -> dict[str,
     watch = JobWatch(cp, "floor")
     time.sleep(2)  # the watch's initial listing is not a change
     watch.armed = True
+    cpu_before, own_before = cp.cpu_seconds(), own_cpu_seconds()
     t0 = time.time()
     asyncio.run(suspend_all(cp.kubeconfig, "floor", [d["metadata"]["name"] for d in docs]))
     patched = time.time() - t0
     while len(watch.first_done) < jobs and time.time() < t0 + timeout:
         time.sleep(0.5)
+    cpu = cpu_between(cpu_before, cp.cpu_seconds(), time.time() - t0)
+    cpu["bench script"] = round(own_cpu_seconds() - own_before, 2)  # the patches and the watch
     watch.close()
     p50, p99, worst = percentiles([t - t0 for t in watch.first_done.values()])
     log(
@@ -331,7 +336,21 @@ def measure_floor(cp: LocalControlPlane, jobs: int, timeout: float) -> dict[str,
         "p99_s": round(p99, 2) if p99 is not None else None,
         "max_s": round(worst, 2) if worst is not None else None,
         "patches_sent_s": round(patched, 2),
+        "cluster_cpu_s": cpu,
     }
+
+
+def own_cpu_seconds() -> float:
+    """This script's CPU seconds, its threads included (the floor's patches, the Job watch's reader)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def cpu_between(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
+    """CPU seconds each control-plane part used between two readings, their sum, and cores busy."""
+    used = {name: round(after[name] - before.get(name, 0.0), 2) for name in sorted(after)}
+    total = sum(used.values())
+    return {**used, "total": round(total, 2), "cores_busy": round(total / wall_s, 2) if wall_s > 0 else 0.0}
 
 
 def wait_ready(port: int, op: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
@@ -452,6 +471,7 @@ def main() -> int:
         while time.time() < change_wall - 1:
             time.sleep(0.2)
         own_before = operator_counters(http_port)
+        cpu_before, cpu_from, script_before = cp.cpu_seconds(), time.time(), own_cpu_seconds()
         while time.time() < change_wall:
             time.sleep(0.05)
         watch.armed = True
@@ -460,6 +480,8 @@ def main() -> int:
             time.sleep(0.5)
         end = time.time()
         own_at_end = operator_counters(http_port)
+        cluster_cpu = cpu_between(cpu_before, cp.cpu_seconds(), end - cpu_from)
+        cluster_cpu["bench script"] = round(own_cpu_seconds() - script_before, 2)
         watch.close()
         time.sleep(30)  # the ticks after the wake: watch-event follow-ups and the safety net
         own_after = operator_counters(http_port)
@@ -491,6 +513,8 @@ def main() -> int:
             # From 1 s before the change to the last Job done, and to 30 s after that.
             "operator_work_during_change": work_between(own_before, own_at_end, args.jobs),
             "operator_work_to_30s_after": work_between(own_before, own_after, args.jobs),
+            # The control plane's CPU over the same window as operator_work_during_change.
+            "cluster_cpu_s_during_change": cluster_cpu,
             # Medians of one-second samples over each step's window (the ranges below), and VmHWM.
             "operator_rss_mib": {
                 **{at: r["median"] for at, r in rss_range.items()},

@@ -273,6 +273,18 @@ class LocalControlPlane(Cluster):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) each running part has used so far: what a burst cost the cluster."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        for name, proc in self._procs:
+            try:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # exited meanwhile
+                continue
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        return out
+
     # -- faults (tests/faults) --------------------------------------------------------
     def _end(self, name: str) -> None:
         for i, (n, proc) in enumerate(self._procs):
