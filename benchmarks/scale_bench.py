@@ -97,11 +97,10 @@ def jobs_state(cp: LocalControlPlane, namespace: str = "bench") -> dict[str, tup
 class JobWatch:
     """`kubectl get jobs -w` in the background: sees each change once, without re-listing 1,000 Jobs.
 
-    kubectl prints one short line per event (name, suspend, active), so the reader keeps up and the
-    time taken is when the event arrived: pretty-printed JSON of the operator's Jobs (hundreds of
-    lines each, re-parsed per line) put this reader seconds behind the events it timed. The API
-    server ends a watch after a while; the watch is then started again, whose initial listing
-    catches anything that changed meanwhile.
+    kubectl prints one short line per event (name, suspend, active), so the time taken is when the
+    event arrived at no parsing cost: pretty-printed JSON re-parsed per line was quadratic in a Job's
+    length (the operator's print as 166 lines). The API server ends a watch after a while; the watch
+    is then started again, whose initial listing catches anything that changed meanwhile.
     """
 
     def __init__(self, cp: LocalControlPlane, namespace: str = "bench") -> None:
