@@ -314,14 +314,13 @@ def measure_floor(cp: LocalControlPlane, jobs: int, timeout: float) -> dict[str,
     watch = JobWatch(cp, "floor")
     time.sleep(2)  # the watch's initial listing is not a change
     watch.armed = True
-    cpu_before, own_before = cp.cpu_seconds(), own_cpu_seconds()
+    cpu_before = cpu_reading(cp)
     t0 = time.time()
     asyncio.run(suspend_all(cp.kubeconfig, "floor", [d["metadata"]["name"] for d in docs]))
     patched = time.time() - t0
     while len(watch.first_done) < jobs and time.time() < t0 + timeout:
         time.sleep(0.5)
-    cpu = cpu_between(cpu_before, cp.cpu_seconds(), time.time() - t0)
-    cpu["bench script"] = round(own_cpu_seconds() - own_before, 2)  # the patches and the watch
+    cpu = cpu_between(cpu_before, cpu_reading(cp))  # the bench script's share: the patches and the watch
     watch.close()
     p50, p99, worst = percentiles([t - t0 for t in watch.first_done.values()])
     log(
@@ -339,17 +338,26 @@ def measure_floor(cp: LocalControlPlane, jobs: int, timeout: float) -> dict[str,
     }
 
 
-def own_cpu_seconds() -> float:
-    """This script's CPU seconds, its threads included (the floor's patches, the Job watch's reader)."""
-    t = os.times()
-    return t.user + t.system
+CpuReading = tuple[float, dict[str, float], float]  # (wall time, each control-plane part, this script)
 
 
-def cpu_between(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
-    """CPU seconds each control-plane part used between two readings, their sum, and cores busy."""
-    used = {name: round(after[name] - before.get(name, 0.0), 2) for name in sorted(after)}
-    total = sum(used.values())
-    return {**used, "total": round(total, 2), "cores_busy": round(total / wall_s, 2) if wall_s > 0 else 0.0}
+def cpu_reading(cp: LocalControlPlane) -> CpuReading:
+    """The CPU seconds used so far by each control-plane part and by this script (its threads too)."""
+    own = os.times()
+    return time.time(), cp.cpu_seconds(), own.user + own.system
+
+
+def cpu_between(before: CpuReading, after: CpuReading) -> dict[str, float]:
+    """What each part used between two readings, the cluster's sum and cores busy, and this script's."""
+    (t0, parts0, own0), (t1, parts1, own1) = before, after
+    used = {name: round(parts1[name] - parts0.get(name, 0.0), 2) for name in sorted(parts1)}
+    total, wall = sum(used.values()), t1 - t0
+    return {
+        **used,
+        "total": round(total, 2),
+        "cores_busy": round(total / wall, 2) if wall > 0 else 0.0,
+        "bench script": round(own1 - own0, 2),
+    }
 
 
 def wait_ready(port: int, op: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
@@ -470,7 +478,7 @@ def main() -> int:
         while time.time() < change_wall - 1:
             time.sleep(0.2)
         own_before = operator_counters(http_port)
-        cpu_before, cpu_from, script_before = cp.cpu_seconds(), time.time(), own_cpu_seconds()
+        cpu_before = cpu_reading(cp)
         while time.time() < change_wall:
             time.sleep(0.05)
         watch.armed = True
@@ -479,8 +487,7 @@ def main() -> int:
             time.sleep(0.5)
         end = time.time()
         own_at_end = operator_counters(http_port)
-        cluster_cpu = cpu_between(cpu_before, cp.cpu_seconds(), end - cpu_from)
-        cluster_cpu["bench script"] = round(own_cpu_seconds() - script_before, 2)
+        cluster_cpu = cpu_between(cpu_before, cpu_reading(cp))
         watch.close()
         time.sleep(30)  # the ticks after the wake: watch-event follow-ups and the safety net
         own_after = operator_counters(http_port)
