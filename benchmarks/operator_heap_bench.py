@@ -1,0 +1,167 @@
+"""Where the operator's memory per job goes: a tracemalloc diff between idle and N running jobs.
+
+The scale benchmark says how much the operator's RSS grows per job; this says which code holds it.
+The operator runs under tracemalloc (this script re-runs itself as the operator's launcher, and
+SIGUSR2 makes it write a snapshot), idle and then with N CarbonAwareJobs running on a clean replayed
+grid. The report lists what grew, by file and by allocation traceback, per job.
+
+tracemalloc slows the operator and adds its own memory (about 80 MiB at idle with 12 frames), so the
+RSS here is not the scale benchmark's; the traced sizes are what Python objects hold.
+
+    python benchmarks/operator_heap_bench.py --jobs 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+LAUNCH = "--as-operator"
+
+
+def launch_operator(argv: list[str]) -> int:
+    """The operator's own CLI under tracemalloc; SIGUSR2 writes $HEAP_SNAPSHOTS/snap-N.pickle."""
+    tracemalloc.start(int(os.environ.get("HEAP_FRAMES", "12")))
+    counter = itertools.count()
+
+    def dump(*_: object) -> None:
+        path = Path(os.environ["HEAP_SNAPSHOTS"]) / f"snap-{next(counter)}.pickle"
+        tracemalloc.take_snapshot().dump(str(path))
+        path.with_suffix(".done").touch()
+
+    signal.signal(signal.SIGUSR2, dump)
+    from gridwise.cli import main as gridwise_main
+
+    return int(gridwise_main(argv) or 0)
+
+
+def snapshot(op: subprocess.Popen[bytes], folder: Path, n: int, timeout: float = 120.0) -> Path:
+    op.send_signal(signal.SIGUSR2)
+    done = folder / f"snap-{n}.done"
+    deadline = time.time() + timeout
+    while not done.exists():
+        if time.time() > deadline or op.poll() is not None:
+            raise SystemExit(f"no heap snapshot {n} from the operator")
+        time.sleep(0.5)
+    return folder / f"snap-{n}.pickle"
+
+
+def growth(idle: Path, loaded: Path, jobs: int, top: int) -> dict[str, Any]:
+    keep = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    a = tracemalloc.Snapshot.load(str(idle)).filter_traces(keep)
+    b = tracemalloc.Snapshot.load(str(loaded)).filter_traces(keep)
+    by_file = b.compare_to(a, "filename")
+    by_trace = b.compare_to(a, "traceback")
+    total = sum(s.size_diff for s in by_file)
+    return {
+        "traced_growth_mib": round(total / 2**20, 2),
+        "traced_kib_per_job": round(total / 1024 / jobs, 1),
+        "by_file_kib_per_job": [
+            {
+                "file": str(s.traceback[0].filename),
+                "kib_per_job": round(s.size_diff / 1024 / jobs, 2),
+                "blocks_per_job": round(s.count_diff / jobs, 1),
+            }
+            for s in by_file[:top]
+        ],
+        "by_traceback_kib_per_job": [
+            {
+                "kib_per_job": round(s.size_diff / 1024 / jobs, 2),
+                "where": [f"{f.filename}:{f.lineno}" for f in s.traceback][-8:],
+            }
+            for s in by_trace[:top]
+        ],
+    }
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == LAUNCH:
+        return launch_operator(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=400, help="CarbonAwareJobs to run")
+    ap.add_argument("--top", type=int, default=15, help="rows per table")
+    ap.add_argument("--settle-seconds", type=float, default=60.0, help="time running before the snapshot")
+    ap.add_argument("--json-out", type=Path)
+    args = ap.parse_args()
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scale_bench import CHANGE, caj, rss_kib, wait_all_running, wait_ready, write_trace
+
+    from gridwise.devcluster import GPUNodePool, LocalControlPlane, free_port
+
+    repo = Path(__file__).resolve().parents[1]
+    work = Path(tempfile.mkdtemp(prefix="gridwise-heap-"))
+    trace, snaps = work / "trace.csv", work / "snapshots"
+    snaps.mkdir()
+    write_trace(trace)
+    cp = LocalControlPlane(workdir=work / "cp")
+    cp.start()
+    op: subprocess.Popen[bytes] | None = None
+    try:
+        nodes = cp.add_gpu_nodes(GPUNodePool(count=args.jobs // 8 + 10, gpus_per_node=8))
+        cp.wait_nodes_ready(nodes, timeout=300)
+        cp.kubectl("apply", "--server-side", "-f", str(repo / "crds"))
+        cp.kubectl("wait", "--for=condition=Established", "crd/carbonawarejobs.gridwise.dev")
+        cp.kubectl("create", "namespace", "bench")
+        while cp.kubectl("-n", "bench", "get", "sa", "default", check=False).returncode:
+            time.sleep(0.2)
+        port, anchor = free_port(), time.time() + 5
+        start = CHANGE - timedelta(days=1)  # the grid stays clean for the whole run
+        op = subprocess.Popen(
+            [
+                sys.executable, __file__, LAUNCH, "operator", "run",
+                "--kubeconfig", str(cp.operator_kubeconfig()), "--namespace", "bench",
+                "--no-leader-election", "--http-host", "127.0.0.1", "--http-port", str(port),
+                "--tick-seconds", "10", "--clock", "replay", "--clock-start", start.isoformat(),
+                "--clock-speed", "1", "--clock-anchor", str(anchor), "--signal-ttl-seconds", "5",
+                "--log-level", "WARNING",
+            ],
+            stdout=(work / "operator.log").open("wb"), stderr=subprocess.STDOUT,
+            env={**os.environ, "GRIDWISE_TRACE_DIRS": str(work), "HEAP_SNAPSHOTS": str(snaps)},
+        )  # fmt: skip
+        wait_ready(port, op)
+        time.sleep(30)
+        rss = {"idle": rss_kib(op.pid, "VmRSS") / 1024}
+        idle = snapshot(op, snaps, 0)
+        docs = [caj(i, trace) for i in range(args.jobs)]
+        for k in range(0, len(docs), 100):
+            cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs[k : k + 100]))
+        wait_all_running(cp, "bench", args.jobs, timeout=max(600.0, 2.0 * args.jobs))
+        time.sleep(args.settle_seconds)
+        rss["loaded"] = rss_kib(op.pid, "VmRSS") / 1024
+        loaded = snapshot(op, snaps, 1)
+        result = {
+            "jobs": args.jobs,
+            "rss_mib_under_tracemalloc": {k: round(v, 1) for k, v in rss.items()},
+            **growth(idle, loaded, args.jobs, args.top),
+        }
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.json_out:
+            args.json_out.write_text(text + "\n")
+        return 0
+    finally:
+        if op is not None and op.poll() is None:
+            op.terminate()
+            try:
+                op.wait(60)
+            except subprocess.TimeoutExpired:
+                op.kill()
+        cp.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
