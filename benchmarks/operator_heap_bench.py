@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import signal
 import subprocess
@@ -98,7 +97,7 @@ def main() -> int:
     import yaml
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from scale_bench import CHANGE, caj, rss_kib, wait_all_running, wait_ready, write_trace
+    from scale_bench import CHANGE, caj, emit, rss_kib, stop, wait_all_running, wait_ready, write_trace
 
     from gridwise.devcluster import GPUNodePool, LocalControlPlane, free_port
 
@@ -148,18 +147,10 @@ def main() -> int:
             "rss_mib_under_tracemalloc": {k: round(v, 1) for k, v in rss.items()},
             **growth(idle, loaded, args.jobs, args.top),
         }
-        text = json.dumps(result, indent=2)
-        print(text)
-        if args.json_out:
-            args.json_out.write_text(text + "\n")
+        emit(result, args.json_out)
         return 0
     finally:
-        if op is not None and op.poll() is None:
-            op.terminate()
-            try:
-                op.wait(60)
-            except subprocess.TimeoutExpired:
-                op.kill()
+        stop(op, timeout=60.0)
         cp.stop()
 
 

@@ -380,6 +380,26 @@ def log(msg: str) -> None:
     print(f"[scale-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def emit(result: dict[str, Any], json_out: Path | None) -> None:
+    """Print the result and keep it, so a long run's numbers survive the terminal."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_out:
+        json_out.write_text(text + "\n")
+
+
+def stop(op: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
+    """Stop the operator; a slow shutdown is killed so no cluster is left behind."""
+    if op is None or op.poll() is not None:
+        return
+    op.terminate()
+    try:
+        op.wait(timeout)
+    except subprocess.TimeoutExpired:
+        op.kill()
+        op.wait()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=1000, help="CarbonAwareJobs (and floor Jobs) to run")
@@ -531,19 +551,10 @@ def main() -> int:
         if floor and floor.get("p99_s") and p99 is not None:
             result["p99_over_floor_p99"] = round(p99 / floor["p99_s"], 2)
             result["p50_over_floor_p50"] = round((p50 or 0) / floor["p50_s"], 2)
-        text = json.dumps(result, indent=2)
-        print(text)
-        if args.json_out:
-            args.json_out.write_text(text + "\n")
+        emit(result, args.json_out)
         return 0 if len(watch.first_done) == args.jobs else 1
     finally:
-        if op is not None:
-            op.terminate()
-            try:
-                op.wait(20)
-            except subprocess.TimeoutExpired:  # never leave a cluster behind for a slow shutdown
-                op.kill()
-                op.wait()
+        stop(op)
         cp.stop()
 
 

@@ -41,7 +41,7 @@ import yaml
 from kubernetes_asyncio import client, config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale_bench import CHANGE, caj, wait_ready, write_trace
+from scale_bench import CHANGE, caj, emit, stop, wait_ready, write_trace
 
 from gridwise.devcluster import GPUNodePool, LocalControlPlane, free_port
 from gridwise.status_writes import status_patch
@@ -296,8 +296,7 @@ def main() -> int:
         running = wait_phase(cp, "Running", args.jobs, args.settle_seconds)
         log(f"{args.jobs} jobs running; waiting for the change")
         paused = wait_phase(cp, "Paused", args.jobs, args.settle_seconds + 300)
-        op.terminate()
-        op.wait(30)
+        stop(op, timeout=30.0)
         op = None
         names = sorted(paused)
         paused_status = {n: paused[n]["status"] for n in names}
@@ -366,15 +365,10 @@ def main() -> int:
             proc.terminate()
         result = {"jobs": args.jobs, "writes_per_kind": count, "repeats": args.repeats, "sizes": sizes,
                   "rows": rows}  # fmt: skip
-        text = json.dumps(result, indent=2)
-        print(text)
-        if args.json_out:
-            args.json_out.write_text(text + "\n")
+        emit(result, args.json_out)
         return 0
     finally:
-        if op is not None and op.poll() is None:
-            op.terminate()
-            op.wait(20)
+        stop(op)
         cp.stop()
 
 
