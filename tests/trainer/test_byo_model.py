@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ import torch
 import yaml
 
 from gridwise.trainer_contract import EXIT_COMPLETE, EXIT_CONFIG_ERROR, EXIT_EARLY_STOP
+
+from .interrupt import sigterm_at_step
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "byo-model"
@@ -91,23 +92,9 @@ def test_own_pruned_model_sigterm_exit_85_and_exact_resume(tmp_path: Path) -> No
     extra = ["--prune-at-fraction", "0.25", "--compression", '{"pruning": {"enabled": true, "amount": 0.5}}']
     ref = _run(_cmd(tmp_path / "ref", 160, *extra))
     assert ref.returncode == EXIT_COMPLETE, ref.stderr[-3000:]
-    proc = subprocess.Popen(
-        _cmd(tmp_path / "run", 160, *extra),
-        env=_env(),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stderr is not None
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        m = STEP.search(line)
-        if m and int(m.group(1)) >= 70:  # after the prune at step 40: the checkpoint holds a pruned model
-            proc.send_signal(signal.SIGTERM)
-            break
-    _, rest = proc.communicate(timeout=120)
-    assert proc.returncode == EXIT_EARLY_STOP, ("".join(lines) + rest)[-3000:]
+    # At step 70, after the prune at step 40: the checkpoint holds a pruned model.
+    first = sigterm_at_step(_cmd(tmp_path / "run", 160, *extra), _env(), STEP, 70)
+    assert first.returncode == EXIT_EARLY_STOP, first.watched[-3000:]
     second = _run(_cmd(tmp_path / "run", 160, *extra))
     assert second.returncode == EXIT_COMPLETE, second.stderr[-3000:]
     assert "resumed from ckpt-" in second.stderr

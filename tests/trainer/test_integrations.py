@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ import pytest
 import torch
 
 from gridwise.trainer_contract import EXIT_COMPLETE, EXIT_EARLY_STOP
+
+from .interrupt import sigterm_at_step
 
 SCRIPTS = Path(__file__).parent / "scripts"
 STEP = re.compile(r"^step=(\d+)$", re.M)
@@ -44,23 +45,9 @@ def _run(script: str, ckpt: Path, steps: int) -> subprocess.CompletedProcess[str
 
 
 def _interrupt(script: str, ckpt: Path, steps: int, at: int) -> tuple[int, str, str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / script)],
-        env=_env(ckpt, steps),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        m = STEP.match(line.strip())
-        if m and int(m.group(1)) >= at:
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=120)
-    return proc.returncode, "".join(seen) + out, err
+    cmd = [sys.executable, str(SCRIPTS / script)]
+    got = sigterm_at_step(cmd, _env(ckpt, steps), STEP, at, watch="stdout")
+    return got.returncode, got.watched, got.other
 
 
 def _same_weights(a: Path, b: Path) -> None:

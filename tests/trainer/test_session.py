@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -26,6 +25,8 @@ from gridwise.progress import (
 from gridwise_trainer import Session
 from gridwise_trainer.config import ConfigError
 from gridwise_trainer.intensity import IntensitySource
+
+from .interrupt import sigterm_at_step
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "byo-model" / "own_loop.py"
@@ -58,24 +59,10 @@ def test_own_loop_sigterm_exit_85_then_resume_is_exact(tmp_path: Path) -> None:
     assert sorted(int(s) for s in expected) == list(range(1, 61))  # 16 batches/epoch: crosses 3 epochs
 
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLE)],
-        env=_env(run),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    seen: list[str] = []
-    for line in proc.stdout:
-        seen.append(line)
-        m = STEP.match(line.strip())
-        if m and int(m.group(1)) >= 21:  # mid-epoch 2 (16 batches per epoch)
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=60)
-    first = "".join(seen) + out
-    assert proc.returncode == contract.EXIT_EARLY_STOP, err[-2000:]
+    # At step 21: mid-epoch 2 (16 batches per epoch).
+    got = sigterm_at_step([sys.executable, str(EXAMPLE)], _env(run), STEP, 21, watch="stdout", timeout=60)
+    first, err = got.watched, got.other
+    assert got.returncode == contract.EXIT_EARLY_STOP, err[-2000:]
     assert "received SIGTERM" in err
     paused = max(int(s) for s, _ in STEP.findall(first))
     assert 21 <= paused < 60 and (run / f"ckpt-{paused:010d}.pt").exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from gridwise.trainer_contract import EXIT_EARLY_STOP
 from gridwise_trainer.data import Dataset
 
 from .conftest import make_config, make_trainer
+from .interrupt import sigterm_at_step
 
 STEP = re.compile(r" step=(\d+) loss=(\S+)")
 
@@ -63,19 +63,8 @@ def _losses(text: str) -> dict[int, str]:
 
 
 def _run_and_interrupt(ckpt: Path, extra: list[str], at_step: int) -> tuple[int, str]:
-    proc = subprocess.Popen(
-        _cmd(ckpt, extra), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env()
-    )
-    assert proc.stderr is not None
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        m = STEP.search(line)
-        if m and int(m.group(1)) >= at_step:
-            proc.send_signal(signal.SIGTERM)
-            break
-    _, rest = proc.communicate(timeout=60)
-    return proc.returncode, "".join(lines) + (rest or "")
+    got = sigterm_at_step(_cmd(ckpt, extra), _env(), STEP, at_step, timeout=180)
+    return got.returncode, got.watched
 
 
 @pytest.mark.slow
@@ -116,6 +105,8 @@ def test_sigterm_then_resume_is_exact(tmp_path: Path, extra: list[str]) -> None:
     part2 = _losses(second.stderr)
     assert min(part2) == paused_at + 1
     combined = {**part1, **part2}
+    missing = [s for s in expected if s not in combined]
+    assert not missing, f"steps never logged by either run: {missing[:5]}"
     mismatched = [s for s in expected if combined.get(s) != expected[s]]
     assert not mismatched, f"loss differs from the uninterrupted run at steps {mismatched[:5]}"
     assert (tmp_path / "run" / "carbon-label.json").exists()
