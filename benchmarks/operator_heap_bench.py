@@ -9,6 +9,11 @@ tracemalloc slows the operator and adds its own memory (about 80 MiB at idle wit
 RSS here is not the scale benchmark's; the traced sizes are what Python objects hold.
 
     python benchmarks/operator_heap_bench.py --jobs 400
+    python benchmarks/operator_heap_bench.py --jobs 400 --compare-unshared   # A/B, same run
+
+`--compare-unshared` measures twice, each on a fresh control plane: first with the watch transform
+as shipped, then with CarbonAwareJob bodies' strings left unshared (the transform before issue 12's
+string sharing, the baseline), and reports the ratio.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ LAUNCH = "--as-operator"
 
 def launch_operator(argv: list[str]) -> int:
     """The operator's own CLI under tracemalloc; SIGUSR2 writes $HEAP_SNAPSHOTS/snap-N.pickle."""
+    if os.environ.get("HEAP_UNSHARED") == "1":
+        from gridwise.k8s import watch_transform
+
+        watch_transform.KEPT_KINDS = frozenset()  # the baseline: no body's strings are shared
     tracemalloc.start(int(os.environ.get("HEAP_FRAMES", "12")))
     counter = itertools.count()
 
@@ -92,12 +101,37 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=15, help="rows per table")
     ap.add_argument("--settle-seconds", type=float, default=60.0, help="time running before the snapshot")
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument(
+        "--compare-unshared",
+        action="store_true",
+        help="also measure with the bodies' strings unshared (the baseline) and report the ratio",
+    )
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
+    from scale_bench import emit
 
+    if not args.compare_unshared:
+        emit(measure(args, unshared=False), args.json_out)
+        return 0
+    shipped = measure(args, unshared=False)
+    baseline = measure(args, unshared=True)
+    emit(
+        {
+            "shipped": shipped,
+            "unshared_baseline": baseline,
+            "traced_kib_per_job_ratio": round(
+                shipped["traced_kib_per_job"] / baseline["traced_kib_per_job"], 3
+            ),
+        },
+        args.json_out,
+    )
+    return 0
+
+
+def measure(args: argparse.Namespace, unshared: bool) -> dict[str, Any]:
+    """One run on a fresh control plane: the traced growth from idle to `args.jobs` running jobs."""
     import yaml
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from scale_bench import CHANGE, caj, emit, rss_kib, stop, wait_all_running, wait_ready, write_trace
+    from scale_bench import CHANGE, caj, rss_kib, stop, wait_all_running, wait_ready, write_trace
 
     from gridwise.devcluster import GPUNodePool, LocalControlPlane, free_port
 
@@ -129,7 +163,10 @@ def main() -> int:
                 "--log-level", "WARNING",
             ],
             stdout=(work / "operator.log").open("wb"), stderr=subprocess.STDOUT,
-            env={**os.environ, "GRIDWISE_TRACE_DIRS": str(work), "HEAP_SNAPSHOTS": str(snaps)},
+            env={
+                **os.environ, "GRIDWISE_TRACE_DIRS": str(work), "HEAP_SNAPSHOTS": str(snaps),
+                "HEAP_UNSHARED": "1" if unshared else "0",
+            },
         )  # fmt: skip
         wait_ready(port, op)
         time.sleep(30)
@@ -142,13 +179,12 @@ def main() -> int:
         time.sleep(args.settle_seconds)
         rss["loaded"] = rss_kib(op.pid, "VmRSS") / 1024
         loaded = snapshot(op, snaps, 1)
-        result = {
+        return {
             "jobs": args.jobs,
+            "strings": "unshared (baseline)" if unshared else "shared (shipped)",
             "rss_mib_under_tracemalloc": {k: round(v, 1) for k, v in rss.items()},
             **growth(idle, loaded, args.jobs, args.top),
         }
-        emit(result, args.json_out)
-        return 0
     finally:
         stop(op, timeout=60.0)
         cp.stop()

@@ -223,7 +223,7 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
         board=shared.board,
     )
     registry = kopf.OperatorRegistry()
-    watch_transform.install()  # kopf keeps bodies without their managedFields
+    watch_transform.install()  # kopf keeps bodies without managedFields, with shared strings
     wakeups = Wakeups(config.clock, shared.signals, on_zone_wake=shared.metrics.zone_wakes.inc)
     register(registry, Reconciler(ctx), wakeups, tick_seconds=config.tick_seconds)
 

@@ -1,4 +1,4 @@
-"""Drops `metadata.managedFields` from every object kopf watches, before kopf queues or keeps it.
+"""Slims every object kopf watches before kopf queues or keeps it: no managedFields, shared strings.
 
 Why: kopf keeps each CarbonAwareJob's last body for the job's daemon, and at 400 jobs the
 managed fields (every writer's list of the fields it set) were 17 KB of a body's 30 KB in memory.
@@ -7,16 +7,26 @@ controller-runtime offers as `cache.TransformStripManagedFields` and the Kuberne
 apply to their informers. kopf has no hook for it, so the one function its queueing calls to
 stream watch events is wrapped (kopf is pinned; tests/unit/test_watch_transform.py checks the
 call site is still there).
+
+What is left of a CarbonAwareJob's body is mostly its status, and every body spells the same ~150
+keys and many of the same values ("Running", "True", condition reasons) as strings of its own:
+`json.loads` shares keys only within one document. Interning them makes 1000 bodies share one copy
+of each (BENCHMARKS.md, issue 12: kopf's bodies held 19.6 KiB per job).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from kopf._cogs.clients import watching
 
 _MARK = "_gridwise_strips_managed_fields"
+# The kinds kopf keeps bodies of (daemons); Jobs and Pods only pass through slim index handlers.
+KEPT_KINDS = frozenset({"CarbonAwareJob"})
+# Longer strings (kopf's last-handled configuration, long messages) are rarely equal across objects.
+SHARED_MAX_CHARS = 128
 
 
 def strip_managed_fields(event: Any) -> Any:
@@ -29,14 +39,35 @@ def strip_managed_fields(event: Any) -> Any:
     return event
 
 
+def share_strings(value: Any) -> Any:
+    """`value` rebuilt with its keys and short strings interned; equal to it in every other way."""
+    if isinstance(value, dict):
+        return {(sys.intern(k) if type(k) is str else k): share_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [share_strings(v) for v in value]
+    if type(value) is str and len(value) <= SHARED_MAX_CHARS:
+        return sys.intern(value)
+    return value
+
+
+def slim_event(event: Any) -> Any:
+    """The event without managedFields and, for the kinds kopf keeps, with its strings shared."""
+    event = strip_managed_fields(event)
+    if isinstance(event, dict):
+        obj = event.get("object")
+        if isinstance(obj, dict) and obj.get("kind") in KEPT_KINDS:
+            event["object"] = share_strings(obj)
+    return event
+
+
 def stripping(stream: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    """`stream`, with every event it yields stripped."""
+    """`stream`, with every event it yields slimmed."""
 
     async def stripped(**kwargs: Any) -> AsyncIterator[Any]:
         events = stream(**kwargs)
         try:
             async for event in events:
-                yield strip_managed_fields(event)
+                yield slim_event(event)
         finally:  # closed with the wrapper, not left to the garbage collector
             close = getattr(events, "aclose", None)
             if close is not None:
