@@ -400,6 +400,18 @@ def stop(op: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
         op.wait()
 
 
+UNSHARED = (
+    "import sys; from gridwise.k8s import watch_transform; "
+    "watch_transform.KEPT_KINDS = frozenset(); "  # no kind's strings are shared
+    "from gridwise.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def operator_launcher(unshared_strings: bool) -> list[str]:
+    """The command that starts the operator's CLI, as shipped or with the baseline watch transform."""
+    return [sys.executable, "-c", UNSHARED] if unshared_strings else [sys.executable, "-m", "gridwise.cli"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=1000, help="CarbonAwareJobs (and floor Jobs) to run")
@@ -422,6 +434,12 @@ def main() -> int:
     )
     ap.add_argument("--timeout", type=float, default=300.0, help="give up this long after the change")
     ap.add_argument("--no-floor", action="store_true", help="skip the direct-suspend floor")
+    ap.add_argument(
+        "--unshared-strings",
+        action="store_true",
+        help="run the operator with its CarbonAwareJob bodies' strings not shared: the baseline "
+        "for the watch transform's string sharing (issue 12)",
+    )
     ap.add_argument("--json-out", type=Path, help="also write the result here")
     args = ap.parse_args()
     steps = sorted({int(x) for x in args.rss_steps.split(",") if x.strip()} | {args.jobs})
@@ -458,7 +476,7 @@ def main() -> int:
         http_port = free_port()
         op = subprocess.Popen(
             [
-                sys.executable, "-m", "gridwise.cli", "operator", "run",
+                *operator_launcher(args.unshared_strings), "operator", "run",
                 "--kubeconfig", str(cp.operator_kubeconfig()),
                 "--namespace", "bench", "--no-leader-election",
                 "--http-host", "127.0.0.1", "--http-port", str(http_port),
@@ -524,6 +542,7 @@ def main() -> int:
             "jobs": args.jobs,
             "nodes": args.nodes,
             "tick_seconds": args.tick_seconds,
+            "strings": "unshared (baseline)" if args.unshared_strings else "shared (shipped)",
             "operator": {
                 "reached": len(watch.first_done),
                 "p50_s": round(p50, 2) if p50 is not None else None,
