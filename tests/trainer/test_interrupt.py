@@ -8,7 +8,8 @@ import sys
 
 from .interrupt import sigterm_at_step
 
-# Prints 50 lines in a burst after the one we stop at, so they sit in the reader's buffer.
+# Steps 1-150 arrive in one write, so 101-150 are already in the reader's buffer when it signals at
+# step 100; the child ignores the signal and prints to 200.
 CHILD = """
 import signal, sys
 signal.signal(signal.SIGTERM, lambda *_: None)
