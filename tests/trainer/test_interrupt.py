@@ -9,14 +9,18 @@ import sys
 from .interrupt import sigterm_at_step
 
 # Steps 1-150 arrive in one write, so 101-150 are already in the reader's buffer when it signals at
-# step 100; the child ignores the signal and prints to 200.
+# step 100; the child takes the signal only then (blocked, then awaited: no race with its exit) and
+# prints to 200.
 CHILD = """
 import signal, sys
-signal.signal(signal.SIGTERM, lambda *_: None)
-for i in range(1, 201):
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+for i in range(1, 151):
     sys.stdout.write(f"step={i}\\n")
-    if i == 150:
-        sys.stdout.flush()
+    print(f"noise {i}", file=sys.stderr)
+sys.stdout.flush()
+signal.sigwait({signal.SIGTERM})
+for i in range(151, 201):
+    sys.stdout.write(f"step={i}\\n")
     print(f"noise {i}", file=sys.stderr)
 sys.stdout.flush()
 sys.exit(85)
