@@ -131,7 +131,16 @@ def main() -> int:
 def measure(args: argparse.Namespace, unshared: bool) -> dict[str, Any]:
     """One run on a fresh control plane: the traced growth from idle to `args.jobs` running jobs."""
     import yaml
-    from scale_bench import CHANGE, caj, rss_kib, stop, wait_all_running, wait_ready, write_trace
+    from scale_bench import (
+        CHANGE,
+        caj,
+        rss_kib,
+        stop,
+        strings_label,
+        wait_all_running,
+        wait_ready,
+        write_trace,
+    )
 
     from gridwise.devcluster import GPUNodePool, LocalControlPlane, free_port
 
@@ -181,7 +190,7 @@ def measure(args: argparse.Namespace, unshared: bool) -> dict[str, Any]:
         loaded = snapshot(op, snaps, 1)
         return {
             "jobs": args.jobs,
-            "strings": "unshared (baseline)" if unshared else "shared (shipped)",
+            "strings": strings_label(unshared),
             "rss_mib_under_tracemalloc": {k: round(v, 1) for k, v in rss.items()},
             **growth(idle, loaded, args.jobs, args.top),
         }

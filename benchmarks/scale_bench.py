@@ -407,6 +407,11 @@ UNSHARED = (
 )
 
 
+def strings_label(unshared_strings: bool) -> str:
+    """How a result's operator kept its CarbonAwareJob bodies, for the JSON."""
+    return "unshared (baseline)" if unshared_strings else "shared (shipped)"
+
+
 def operator_launcher(unshared_strings: bool) -> list[str]:
     """The command that starts the operator's CLI, as shipped or with the baseline watch transform."""
     return [sys.executable, "-c", UNSHARED] if unshared_strings else [sys.executable, "-m", "gridwise.cli"]
@@ -542,7 +547,7 @@ def main() -> int:
             "jobs": args.jobs,
             "nodes": args.nodes,
             "tick_seconds": args.tick_seconds,
-            "strings": "unshared (baseline)" if args.unshared_strings else "shared (shipped)",
+            "strings": strings_label(args.unshared_strings),
             "operator": {
                 "reached": len(watch.first_done),
                 "p50_s": round(p50, 2) if p50 is not None else None,

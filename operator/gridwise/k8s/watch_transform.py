@@ -29,13 +29,18 @@ KEPT_KINDS = frozenset({"CarbonAwareJob"})
 SHARED_MAX_CHARS = 128
 
 
+def _object_of(event: Any) -> dict[str, Any] | None:
+    """The event's object, if it has one (bookmarks and errors from the API server do not)."""
+    obj = event.get("object") if isinstance(event, dict) else None
+    return obj if isinstance(obj, dict) else None
+
+
 def strip_managed_fields(event: Any) -> Any:
     """The event with its object's managedFields removed in place (bookmarks pass through)."""
-    if isinstance(event, dict):
-        obj = event.get("object")
-        meta = obj.get("metadata") if isinstance(obj, dict) else None
-        if isinstance(meta, dict):
-            meta.pop("managedFields", None)
+    obj = _object_of(event)
+    meta = obj.get("metadata") if obj is not None else None
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
     return event
 
 
@@ -53,10 +58,9 @@ def share_strings(value: Any) -> Any:
 def slim_event(event: Any) -> Any:
     """The event without managedFields and, for the kinds kopf keeps, with its strings shared."""
     event = strip_managed_fields(event)
-    if isinstance(event, dict):
-        obj = event.get("object")
-        if isinstance(obj, dict) and obj.get("kind") in KEPT_KINDS:
-            event["object"] = share_strings(obj)
+    obj = _object_of(event)
+    if obj is not None and obj.get("kind") in KEPT_KINDS:
+        event["object"] = share_strings(obj)
     return event
 
 
