@@ -8,12 +8,17 @@ import copy
 import inspect
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from kopf._cogs.clients import watching
 from kopf._core.reactor import queueing
 
+from gridwise.api import LABEL_JOB, LABEL_MANAGED_BY, MANAGER, parse_job_spec
 from gridwise.k8s import watch_transform
+from gridwise.k8s.builders import build_job
+from gridwise.k8s.handlers import slim_job
+from gridwise.k8s.reconciler import pod_info
 
 
 def event(name: str) -> dict[str, Any]:
@@ -69,6 +74,105 @@ def test_carbonawarejobs_share_keys_and_short_values_and_stay_equal() -> None:
     for x, y in zip(sa, sb, strict=True):
         if x == y:  # one object for both bodies, except the long message (not worth a lookup)
             assert (x is y) == (len(x) <= watch_transform.SHARED_MAX_CHARS), x[:20]
+
+
+def _running_pod(name: str) -> dict[str, Any]:
+    """A trainer pod as a kubelet reports it (the kind of event a zone wake brings thousands of)."""
+    started = "2026-12-06T10:00:05Z"
+    container = {
+        "name": "trainer",
+        "image": "localhost/gridwise-trainer:5e6380c6810f28a3",
+        "env": [{"name": f"GRIDWISE_{i}", "value": "x" * 40} for i in range(12)],
+        "resources": {"limits": {"nvidia.com/gpu": "1"}},
+        "volumeMounts": [{"name": "checkpoints", "mountPath": "/checkpoints"}],
+    }
+    return {
+        "type": "MODIFIED",
+        "object": {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": name,
+                "namespace": "ml",
+                "uid": f"uid-{name}",
+                "resourceVersion": "4711",
+                "labels": {LABEL_JOB: "j", "job-name": "j", LABEL_MANAGED_BY: MANAGER},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}],
+                "deletionTimestamp": "2026-12-06T12:00:00Z",
+                "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}],
+            },
+            "spec": {"containers": [container], "nodeName": "gpu-1", "tolerations": [{"operator": "Exists"}]},
+            "status": {
+                "phase": "Running",
+                "podIP": "10.0.0.7",
+                "podIPs": [{"ip": "10.0.0.7"}],
+                "hostIP": "10.1.0.1",
+                "startTime": "2026-12-06T10:00:00Z",
+                "conditions": [
+                    {"type": t, "status": "True", "lastTransitionTime": started}
+                    for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
+                ],
+                "containerStatuses": [
+                    {
+                        "name": "trainer",
+                        "image": container["image"],
+                        "imageID": "sha256:" + "0" * 64,
+                        "containerID": "containerd://" + "1" * 64,
+                        "ready": True,
+                        "restartCount": 0,
+                        "state": {"running": {"startedAt": started}},
+                        "lastState": {},
+                    },
+                    "not a mapping",  # what a hostile status writer may put there
+                ],
+            },
+        },
+    }
+
+
+def test_an_owned_pod_keeps_what_its_index_entry_reads_and_little_else() -> None:
+    raw = _running_pod("p")
+    full = copy.deepcopy(raw["object"])
+    slimmed = watch_transform.slim_event(raw)["object"]
+    assert pod_info(slimmed) == pod_info(full) and pod_info(full) is not None
+    assert pod_info(full).running_since is not None  # type: ignore[union-attr]
+    del full["metadata"]["managedFields"]
+    assert slimmed["metadata"] == full["metadata"]  # kopf's labels filter, uid and version
+    assert "spec" not in slimmed
+    assert len(json.dumps(slimmed)) < len(json.dumps(full)) / 3
+    # A pod that has not started yet, or a finished one, indexes the same way too.
+    for status in ({"phase": "Pending"}, {"phase": "Succeeded"}, None):
+        pod = _running_pod("other")
+        pod["object"]["status"] = status
+        full = copy.deepcopy(pod["object"])
+        assert pod_info(watch_transform.slim_event(pod)["object"]) == pod_info(full)
+
+
+def test_an_owned_job_loses_its_pod_template_and_indexes_the_same() -> None:
+    raw = {
+        "replicas": {"min": 1, "max": 4},
+        "work": {"gpuHours": 1, "totalSteps": 10},
+        "completeWithin": "1h",
+        "template": {"spec": {"containers": [{"name": "t", "image": "i"}]}},
+    }
+    spec = parse_job_spec("j", "ml", raw, datetime(2030, 1, 1, tzinfo=UTC))
+    job = build_job({"metadata": {"name": "j", "uid": "u", "labels": {}}}, spec, replicas=3, suspend=False)
+    job["status"] = {"active": 3, "ready": 3, "conditions": [{"type": "Suspended", "status": "False"}]}
+    full = copy.deepcopy(job)
+    slimmed = watch_transform.slim_event({"type": "MODIFIED", "object": job})["object"]
+    assert slim_job(slimmed) == slim_job(full)
+    assert "template" not in slimmed["spec"] and slimmed["spec"]["parallelism"] == 3
+    assert slimmed["metadata"] == full["metadata"]
+
+
+def test_only_core_pods_and_batch_jobs_are_cut() -> None:
+    # A custom resource that happens to be called Pod or Job is somebody else's: left whole.
+    for kind, api in (("Pod", "example.com/v1"), ("Job", "example.com/v1")):
+        raw = _running_pod("p")
+        raw["object"].update(kind=kind, apiVersion=api)
+        expected = copy.deepcopy(raw)
+        del expected["object"]["metadata"]["managedFields"]
+        assert watch_transform.slim_event(raw) == expected
 
 
 def test_other_kinds_keep_their_own_strings() -> None:

@@ -1,4 +1,5 @@
-"""Slims every object kopf watches before kopf queues or keeps it: no managedFields, shared strings.
+"""Slims every object kopf watches before kopf queues or keeps it: no managedFields, shared strings,
+and owned Jobs and Pods cut to the fields their index handlers read.
 
 Why: kopf keeps each CarbonAwareJob's last body for the job's daemon, and at 400 jobs the
 managed fields (every writer's list of the fields it set) were 17 KB of a body's 30 KB in memory.
@@ -12,6 +13,13 @@ What is left of a CarbonAwareJob's body is mostly its status, and every body spe
 keys and many of the same values ("Running", "True", condition reasons) as strings of its own:
 `json.loads` shares keys only within one document. Interning them makes 1000 bodies share one copy
 of each (BENCHMARKS.md, issue 12: kopf's bodies held 19.6 KiB per job).
+
+Jobs and Pods are kept by nobody, but kopf queues each watch event in a per-object backlog until a
+worker handles it, and a zone wake brings thousands at once (each pod twice, as it terminates and
+as it goes) faster than two busy cores handle them. A Pod's spec and a Job's pod template are most
+of such an event and no handler reads them, so they go before the event is queued. What stays is a
+superset of what `handlers.slim_job` and `reconciler.pod_info` read, and all of the metadata (kopf
+filters on labels and tracks each object by its uid and resourceVersion).
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ from kopf._cogs.clients import watching
 _MARK = "_gridwise_strips_managed_fields"
 # The kinds kopf keeps bodies of (daemons); Jobs and Pods only pass through slim index handlers.
 KEPT_KINDS = frozenset({"CarbonAwareJob"})
+# What an owned Pod's event keeps of its status (`reconciler.pod_info` reads these and the
+# containers' states).
+POD_STATUS_FIELDS = ("phase", "podIP")
 # Longer strings (kopf's last-handled configuration, long messages) are rarely equal across objects.
 SHARED_MAX_CHARS = 128
 
@@ -44,6 +55,33 @@ def strip_managed_fields(event: Any) -> Any:
     return event
 
 
+def slim_pod(obj: dict[str, Any]) -> None:
+    """In place: no spec; of the status, the phase, the IP and each container's state."""
+    obj.pop("spec", None)
+    status = obj.get("status")
+    if not isinstance(status, dict):
+        return
+    kept: dict[str, Any] = {k: status[k] for k in POD_STATUS_FIELDS if k in status}
+    containers = status.get("containerStatuses")
+    if isinstance(containers, list):
+        kept["containerStatuses"] = [
+            {"state": c.get("state")} for c in containers if isinstance(c, dict) and "state" in c
+        ]
+    obj["status"] = kept
+
+
+def slim_job(obj: dict[str, Any]) -> None:
+    """In place: the Job without its pod template (the only large part of a Job's spec)."""
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        spec.pop("template", None)
+
+
+# Cut to what their index handlers read before kopf queues them (not kept: only the index entry is).
+SLIMMED = {"Pod": slim_pod, "Job": slim_job}
+SLIMMED_API_VERSIONS = frozenset({"v1", "batch/v1"})  # core Pods and batch Jobs, not a CRD's kinds
+
+
 def share_strings(value: Any) -> Any:
     """`value` rebuilt with its keys and short strings interned; equal to it in every other way."""
     if isinstance(value, dict):
@@ -56,11 +94,17 @@ def share_strings(value: Any) -> Any:
 
 
 def slim_event(event: Any) -> Any:
-    """The event without managedFields and, for the kinds kopf keeps, with its strings shared."""
+    """The event without managedFields; for the kinds kopf keeps, with its strings shared; Jobs and
+    Pods cut to what their index handlers read."""
     event = strip_managed_fields(event)
     obj = _object_of(event)
-    if obj is not None and obj.get("kind") in KEPT_KINDS:
+    if obj is None:
+        return event
+    kind = obj.get("kind")
+    if kind in KEPT_KINDS:
         event["object"] = share_strings(obj)
+    elif kind in SLIMMED and obj.get("apiVersion") in SLIMMED_API_VERSIONS:
+        SLIMMED[kind](obj)
     return event
 
 
