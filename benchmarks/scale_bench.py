@@ -170,6 +170,44 @@ def rss_over(pid: int, seconds: float) -> dict[str, float]:
     }
 
 
+class RssTimeline:
+    """The operator's RSS every second, each sample labelled with the benchmark's phase then.
+
+    VmHWM says how high the resident set went, not when; the per-phase maxima say which part of
+    the run (adding jobs, steady state, the wake, after it) holds the peak.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.phase = "idle"
+        self.samples: list[tuple[float, str, float]] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self.samples.append((time.time(), self.phase, rss_kib(self.pid, "VmRSS") / 1024))
+            except (OSError, RuntimeError):  # the operator has exited
+                return
+            self._closed.wait(1.0)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5)
+
+    def by_phase(self) -> dict[str, dict[str, float]]:
+        """Per phase, in order: seconds sampled, the median and the max RSS (MiB)."""
+        phases: dict[str, list[float]] = {}
+        for _, phase, mib in self.samples:
+            phases.setdefault(phase, []).append(mib)
+        return {
+            phase: {"seconds": len(v), "median": round(statistics.median(v), 1), "max": round(max(v), 1)}
+            for phase, v in phases.items()
+        }
+
+
 def _operator_calls(audit: Path, since: float, until: float) -> Iterator[tuple[float, str]]:
     """(when, `verb resource[/subresource]`) of each operator request in [since, until], per the audit log."""
     with audit.open() as f:
@@ -495,11 +533,13 @@ def main() -> int:
         )  # fmt: skip
         wait_ready(http_port, op)
         time.sleep(3 * args.tick_seconds)  # idle: imported, watching, a few safety-net passes
+        timeline = RssTimeline(op.pid)
         idle_rss = rss_over(op.pid, 30.0)
         log(f"operator idle RSS {idle_rss} MiB; adding jobs in steps {steps}")
         rss_range: dict[str, dict[str, float]] = {"idle": idle_rss}
         applied = 0
         for step in steps:
+            timeline.phase = f"adding {applied + 1}-{step}"
             docs = [caj(i, trace) for i in range(applied, step)]
             for k in range(0, len(docs), 100):
                 cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs[k : k + 100]))
@@ -508,9 +548,11 @@ def main() -> int:
                 cp, "bench", step, timeout=max(0.0, change_wall - args.steady_seconds - time.time())
             )
             # A few ticks at this size, and one heap trim at least.
+            timeline.phase = f"{step} running"
             rss_range[str(step)] = rss_over(op.pid, max(30.0, 3 * args.tick_seconds))
             log(f"{step} jobs running; operator RSS {rss_range[str(step)]} MiB")
         steady_from = time.time()
+        timeline.phase = "steady"
         if change_wall - steady_from < args.steady_seconds * 0.5:
             raise SystemExit("jobs took too long to start: raise --steady-seconds or lower --jobs")
         log(
@@ -525,6 +567,7 @@ def main() -> int:
         while time.time() < change_wall:
             time.sleep(0.05)
         watch.armed = True
+        timeline.phase = "wake"
         steady_until = time.time()
         while len(watch.first_done) < args.jobs and time.time() < change_wall + args.timeout:
             time.sleep(0.5)
@@ -532,10 +575,12 @@ def main() -> int:
         own_at_end = operator_counters(http_port)
         cluster_cpu = cpu_between(cpu_before, cpu_reading(cp))
         watch.close()
+        timeline.phase = "30 s after the wake"
         time.sleep(30)  # the ticks after the wake: watch-event follow-ups and the safety net
         own_after = operator_counters(http_port)
         p50, p99, worst = percentiles([t - change_wall for t in watch.first_done.values()])
         peak_rss = rss_kib(op.pid, "VmHWM")
+        timeline.close()
         time.sleep(3)  # let the batched audit backend flush
         steady = operator_requests(cp.audit_log, steady_from, steady_until)
         during = operator_requests(cp.audit_log, steady_until, end)
@@ -571,6 +616,8 @@ def main() -> int:
                 "peak": round(peak_rss / 1024, 1),
             },
             "operator_rss_mib_range": rss_range,
+            # Every one-second sample, by the phase it fell in: where the peak is.
+            "operator_rss_mib_by_phase": timeline.by_phase(),
         }
         if floor and floor.get("p99_s") and p99 is not None:
             result["p99_over_floor_p99"] = round(p99 / floor["p99_s"], 2)
