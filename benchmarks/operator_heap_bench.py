@@ -10,16 +10,23 @@ RSS here is not the scale benchmark's; the traced sizes are what Python objects 
 
     python benchmarks/operator_heap_bench.py --jobs 400
     python benchmarks/operator_heap_bench.py --jobs 400 --compare-unshared   # A/B, same run
+    python benchmarks/operator_heap_bench.py --jobs 400 --wake-after 5      # and mid-wake
 
 `--compare-unshared` measures twice, each on a fresh control plane: first with the watch transform
 as shipped, then with CarbonAwareJob bodies' strings left unshared (the transform before issue 12's
 string sharing, the baseline), and reports the ratio.
+
+`--wake-after S` also turns the grid dirty once the jobs have run (every job pauses, as in the scale
+benchmark's zone wake) and takes a third snapshot S seconds into the wake: what the wake holds on
+top of the running jobs, by file, and tracemalloc's peak of Python objects from the running jobs'
+snapshot to that one (the part of the operator's peak RSS that is Python objects).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -45,7 +52,10 @@ def launch_operator(argv: list[str]) -> int:
 
     def dump(*_: object) -> None:
         path = Path(os.environ["HEAP_SNAPSHOTS"]) / f"snap-{next(counter)}.pickle"
+        current, peak = tracemalloc.get_traced_memory()  # the peak since the last snapshot
         tracemalloc.take_snapshot().dump(str(path))
+        tracemalloc.reset_peak()
+        path.with_suffix(".json").write_text(json.dumps({"current": current, "peak": peak}))
         path.with_suffix(".done").touch()
 
     signal.signal(signal.SIGUSR2, dump)
@@ -63,6 +73,12 @@ def snapshot(op: subprocess.Popen[bytes], folder: Path, n: int, timeout: float =
             raise SystemExit(f"no heap snapshot {n} from the operator")
         time.sleep(0.5)
     return folder / f"snap-{n}.pickle"
+
+
+def traced(snap: Path) -> dict[str, float]:
+    """Python objects traced when the snapshot was taken, and their peak since the one before (MiB)."""
+    got = json.loads(snap.with_suffix(".json").read_text())
+    return {k: round(v / 2**20, 1) for k, v in got.items()}
 
 
 def growth(idle: Path, loaded: Path, jobs: int, top: int) -> dict[str, Any]:
@@ -100,6 +116,18 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=400, help="CarbonAwareJobs to run")
     ap.add_argument("--top", type=int, default=15, help="rows per table")
     ap.add_argument("--settle-seconds", type=float, default=60.0, help="time running before the snapshot")
+    ap.add_argument(
+        "--wake-after",
+        type=float,
+        help="turn the grid dirty once the jobs run and snapshot this many seconds into the wake",
+    )
+    ap.add_argument(
+        "--wake-lead",
+        type=float,
+        default=600.0,
+        help="with --wake-after: replayed seconds from the operator's start to the grid change; "
+        "must leave time to start every job and settle",
+    )
     ap.add_argument("--json-out", type=Path)
     ap.add_argument(
         "--compare-unshared",
@@ -161,7 +189,9 @@ def measure(args: argparse.Namespace, unshared: bool) -> dict[str, Any]:
         while cp.kubectl("-n", "bench", "get", "sa", "default", check=False).returncode:
             time.sleep(0.2)
         port, anchor = free_port(), time.time() + 5
-        start = CHANGE - timedelta(days=1)  # the grid stays clean for the whole run
+        # Without a wake the grid stays clean for the whole run.
+        lead = args.wake_lead if args.wake_after is not None else 86400.0
+        start, change_wall = CHANGE - timedelta(seconds=lead), anchor + lead
         op = subprocess.Popen(
             [
                 sys.executable, __file__, LAUNCH, "operator", "run",
@@ -188,12 +218,23 @@ def measure(args: argparse.Namespace, unshared: bool) -> dict[str, Any]:
         time.sleep(args.settle_seconds)
         rss["loaded"] = rss_kib(op.pid, "VmRSS") / 1024
         loaded = snapshot(op, snaps, 1)
-        return {
+        result = {
             "jobs": args.jobs,
             "strings": strings_label(unshared),
             "rss_mib_under_tracemalloc": {k: round(v, 1) for k, v in rss.items()},
+            "traced_mib": {"idle": traced(idle), "loaded": traced(loaded)},
             **growth(idle, loaded, args.jobs, args.top),
         }
+        if args.wake_after is not None:
+            if time.time() > change_wall:
+                raise SystemExit("the jobs took longer than --wake-lead to start and settle: raise it")
+            time.sleep(change_wall + args.wake_after - time.time())
+            rss["wake"] = rss_kib(op.pid, "VmRSS") / 1024
+            wake = snapshot(op, snaps, 2)
+            result["traced_mib"]["wake"] = traced(wake)
+            result["rss_mib_under_tracemalloc"]["wake"] = round(rss["wake"], 1)
+            result["wake_over_loaded"] = growth(loaded, wake, args.jobs, args.top)
+        return result
     finally:
         stop(op, timeout=60.0)
         cp.stop()
