@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -171,16 +172,17 @@ def rss_over(pid: int, seconds: float) -> dict[str, float]:
 
 
 class RssTimeline:
-    """The operator's RSS every second, each sample labelled with the benchmark's phase then.
+    """The operator's RSS and open sockets every second, each sample labelled with the phase then.
 
     VmHWM says how high the resident set went, not when; the per-phase maxima say which part of
-    the run (adding jobs, steady state, the wake, after it) holds the peak.
+    the run (adding jobs, steady state, the wake, after it) holds the peak. Every open connection
+    to the API server holds TLS buffers, so the sockets say whether a burst is connections.
     """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.phase = "idle"
-        self.samples: list[tuple[float, str, float]] = []
+        self.samples: list[tuple[float, str, float, int]] = []
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -188,22 +190,37 @@ class RssTimeline:
     def _run(self) -> None:
         while not self._closed.is_set():
             try:
-                self.samples.append((time.time(), self.phase, rss_kib(self.pid, "VmRSS") / 1024))
+                sample = (time.time(), self.phase, rss_kib(self.pid, "VmRSS") / 1024, self.sockets())
             except (OSError, RuntimeError):  # the operator has exited
                 return
+            self.samples.append(sample)
             self._closed.wait(1.0)
+
+    def sockets(self) -> int:
+        """The operator's open sockets (connections, the watch streams and its own listeners)."""
+        fds = Path(f"/proc/{self.pid}/fd")
+        count = 0
+        for fd in fds.iterdir():
+            with contextlib.suppress(OSError):  # closed since it was listed
+                count += os.readlink(fd).startswith("socket:")
+        return count
 
     def close(self) -> None:
         self._closed.set()
         self._thread.join(5)
 
     def by_phase(self) -> dict[str, dict[str, float]]:
-        """Per phase, in order: seconds sampled, the median and the max RSS (MiB)."""
-        phases: dict[str, list[float]] = {}
-        for _, phase, mib in self.samples:
-            phases.setdefault(phase, []).append(mib)
+        """Per phase, in order: seconds sampled, the median and the max RSS (MiB), the most sockets."""
+        phases: dict[str, list[tuple[float, int]]] = {}
+        for _, phase, mib, sockets in self.samples:
+            phases.setdefault(phase, []).append((mib, sockets))
         return {
-            phase: {"seconds": len(v), "median": round(statistics.median(v), 1), "max": round(max(v), 1)}
+            phase: {
+                "seconds": len(v),
+                "median": round(statistics.median(m for m, _ in v), 1),
+                "max": round(max(m for m, _ in v), 1),
+                "max_sockets": max(n for _, n in v),
+            }
             for phase, v in phases.items()
         }
 

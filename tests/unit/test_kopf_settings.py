@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from gridwise.k8s.runtime import LeanDiffBase
+from gridwise.k8s.runtime import EVENT_POSTERS, LeanDiffBase, build_settings
 
 
 class NoCopy(dict[str, Any]):
@@ -56,3 +56,13 @@ def test_the_status_is_never_copied() -> None:
     lean = LeanDiffBase(prefix="gridwise.dev", key="last-handled-configuration")
     essence = lean.build(body=kopf.Body(caj(NoCopy(phase="Running"))))  # type: ignore[arg-type]
     assert "status" not in essence and essence["spec"]["work"] == {"gpuHours": 4}
+
+
+def test_events_are_posted_over_a_bounded_number_of_connections() -> None:
+    # kopf's own default is a worker per object with no connection limit: a zone wake's thousand
+    # Events would open as many TLS connections (BENCHMARKS.md, issue 12, ninth round).
+    settings = kopf.OperatorSettings()
+    assert settings.posting.worker_limit is None
+    build_settings(settings)
+    assert settings.posting.worker_limit == EVENT_POSTERS
+    assert 1 <= EVENT_POSTERS <= settings.queueing.worker_limit

@@ -93,6 +93,10 @@ class LeanDiffBase(kopf.AnnotationsDiffBaseStorage):
         return super().build(body=kopf.Body(cast(kopf.RawBody, lean)), extra_fields=extra_fields)
 
 
+# Objects whose Events kopf posts at once (each over a connection of its own).
+EVENT_POSTERS = 8
+
+
 def build_settings(settings: kopf.OperatorSettings) -> None:
     """gridwise's own names for kopf's bookkeeping, and limits that hold at hundreds of jobs."""
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -104,7 +108,12 @@ def build_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
-    settings.batching.worker_limit = 256
+    settings.queueing.worker_limit = 256
+    # kopf posts each object's Events from a worker of its own over a session with no connection
+    # limit, so a zone wake's thousand Events opened hundreds of TLS connections at once, each with
+    # Python's 256 KiB read buffer and OpenSSL's own (BENCHMARKS.md, issue 12, ninth round). Events
+    # are not on the path that pauses pods: a few seconds' queue costs nothing.
+    settings.posting.worker_limit = EVENT_POSTERS
 
 
 class LeadershipMetrics:
