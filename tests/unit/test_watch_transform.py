@@ -104,9 +104,9 @@ def _running_pod(name: str) -> dict[str, Any]:
             "spec": {"containers": [container], "nodeName": "gpu-1", "tolerations": [{"operator": "Exists"}]},
             "status": {
                 "phase": "Running",
-                "podIP": "10.0.0.7",
-                "podIPs": [{"ip": "10.0.0.7"}],
-                "hostIP": "10.1.0.1",
+                "podIP": "127.64.0.7",
+                "podIPs": [{"ip": "127.64.0.7"}],
+                "hostIP": "127.63.0.1",
                 "startTime": "2026-12-06T10:00:00Z",
                 "conditions": [
                     {"type": t, "status": "True", "lastTransitionTime": started}
