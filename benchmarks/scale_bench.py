@@ -455,11 +455,7 @@ def stop(op: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
         op.wait()
 
 
-UNSHARED = (
-    "import sys; from gridwise.k8s import watch_transform; "
-    "watch_transform.KEPT_KINDS = frozenset(); "  # no kind's strings are shared
-    "from gridwise.cli import main; sys.exit(main(sys.argv[1:]))"
-)
+UNSHARED = "from gridwise.k8s import watch_transform; watch_transform.KEPT_KINDS = frozenset(); "
 
 
 def strings_label(unshared_strings: bool) -> str:
@@ -467,9 +463,17 @@ def strings_label(unshared_strings: bool) -> str:
     return "unshared (baseline)" if unshared_strings else "shared (shipped)"
 
 
-def operator_launcher(unshared_strings: bool) -> list[str]:
-    """The command that starts the operator's CLI, as shipped or with the baseline watch transform."""
-    return [sys.executable, "-c", UNSHARED] if unshared_strings else [sys.executable, "-m", "gridwise.cli"]
+def operator_launcher(unshared_strings: bool, api_connections: int | None = None) -> list[str]:
+    """The command that starts the operator's CLI, as shipped or with a variant to compare against:
+    CarbonAwareJob bodies' strings unshared (the baseline for the watch transform's sharing), or
+    another limit on gridwise's own connections to the API server."""
+    prelude = UNSHARED if unshared_strings else ""
+    if api_connections is not None:
+        prelude += f"from gridwise.k8s import credentials; credentials.API_CONNECTIONS = {api_connections}; "
+    if not prelude:
+        return [sys.executable, "-m", "gridwise.cli"]
+    run = "import sys; from gridwise.cli import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", prelude + run]
 
 
 def main() -> int:
@@ -500,8 +504,16 @@ def main() -> int:
         help="run the operator with its CarbonAwareJob bodies' strings not shared: the baseline "
         "for the watch transform's string sharing (issue 12)",
     )
+    ap.add_argument(
+        "--api-connections",
+        type=int,
+        help="run the operator with this many connections to the API server for its own requests "
+        "(default: as shipped, gridwise.k8s.credentials.API_CONNECTIONS)",
+    )
     ap.add_argument("--json-out", type=Path, help="also write the result here")
     args = ap.parse_args()
+    if args.api_connections is not None and args.api_connections < 1:
+        ap.error("--api-connections must be at least 1")
     steps = sorted({int(x) for x in args.rss_steps.split(",") if x.strip()} | {args.jobs})
     if not args.rss_steps:
         steps = sorted({max(1, args.jobs // 4), max(1, args.jobs // 2), args.jobs})
@@ -536,7 +548,7 @@ def main() -> int:
         http_port = free_port()
         op = subprocess.Popen(
             [
-                *operator_launcher(args.unshared_strings), "operator", "run",
+                *operator_launcher(args.unshared_strings, args.api_connections), "operator", "run",
                 "--kubeconfig", str(cp.operator_kubeconfig()),
                 "--namespace", "bench", "--no-leader-election",
                 "--http-host", "127.0.0.1", "--http-port", str(http_port),
@@ -610,6 +622,7 @@ def main() -> int:
             "nodes": args.nodes,
             "tick_seconds": args.tick_seconds,
             "strings": strings_label(args.unshared_strings),
+            "api_connections": args.api_connections or "as shipped",
             "operator": {
                 "reached": len(watch.first_done),
                 "p50_s": round(p50, 2) if p50 is not None else None,

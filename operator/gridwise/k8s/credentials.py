@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 EXEC_REFRESH_MARGIN = timedelta(seconds=60)  # re-run an exec plugin this long before its token expires
+# Connections gridwise's own requests (Job changes, status writes) may hold open to the API server.
+# Each is a TLS connection with its buffers; kopf's watches and Events have their own.
+API_CONNECTIONS = 64
 READ_BUFSIZE = 2**21  # as kubernetes_asyncio sets it: a watch event may be as large as etcd allows
 
 
@@ -138,7 +141,7 @@ class Credentials:
     def api_client(self) -> client.ApiClient:
         """The kubernetes_asyncio client (built once: its TLS context is made from the key material)."""
         if self._api is None:
-            self.configuration.connection_pool_maxsize = 64
+            self.configuration.connection_pool_maxsize = API_CONNECTIONS
             self._api = client.ApiClient(self.configuration)
             direct_session(self._api)
         return self._api
