@@ -167,7 +167,7 @@ def test_an_owned_job_loses_its_pod_template_and_indexes_the_same() -> None:
 
 def test_only_core_pods_and_batch_jobs_are_cut() -> None:
     # A custom resource that happens to be called Pod or Job is somebody else's: left whole.
-    for kind, api in (("Pod", "example.com/v1"), ("Job", "example.com/v1")):
+    for kind, api in (("Pod", "example.com/v1"), ("Job", "example.com/v1"), ("Pod", "batch/v1")):
         raw = _running_pod("p")
         raw["object"].update(kind=kind, apiVersion=api)
         expected = copy.deepcopy(raw)

@@ -55,7 +55,7 @@ def strip_managed_fields(event: Any) -> Any:
     return event
 
 
-def slim_pod(obj: dict[str, Any]) -> None:
+def trim_pod(obj: dict[str, Any]) -> None:
     """In place: no spec; of the status, the phase, the IP and each container's state."""
     obj.pop("spec", None)
     status = obj.get("status")
@@ -70,7 +70,7 @@ def slim_pod(obj: dict[str, Any]) -> None:
     obj["status"] = kept
 
 
-def slim_job(obj: dict[str, Any]) -> None:
+def trim_job(obj: dict[str, Any]) -> None:
     """In place: the Job without its pod template (the only large part of a Job's spec)."""
     spec = obj.get("spec")
     if isinstance(spec, dict):
@@ -78,8 +78,11 @@ def slim_job(obj: dict[str, Any]) -> None:
 
 
 # Cut to what their index handlers read before kopf queues them (not kept: only the index entry is).
-SLIMMED = {"Pod": slim_pod, "Job": slim_job}
-SLIMMED_API_VERSIONS = frozenset({"v1", "batch/v1"})  # core Pods and batch Jobs, not a CRD's kinds
+# Keyed by apiVersion too: a CRD's kind that happens to be called Pod or Job is left whole.
+TRIMMED: dict[tuple[Any, Any], Callable[[dict[str, Any]], None]] = {
+    ("v1", "Pod"): trim_pod,
+    ("batch/v1", "Job"): trim_job,
+}
 
 
 def share_strings(value: Any) -> Any:
@@ -100,11 +103,10 @@ def slim_event(event: Any) -> Any:
     obj = _object_of(event)
     if obj is None:
         return event
-    kind = obj.get("kind")
-    if kind in KEPT_KINDS:
+    if obj.get("kind") in KEPT_KINDS:
         event["object"] = share_strings(obj)
-    elif kind in SLIMMED and obj.get("apiVersion") in SLIMMED_API_VERSIONS:
-        SLIMMED[kind](obj)
+    elif (trim := TRIMMED.get((obj.get("apiVersion"), obj.get("kind")))) is not None:
+        trim(obj)
     return event
 
 
