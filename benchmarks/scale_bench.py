@@ -151,26 +151,6 @@ def rss_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/{pid}/status")
 
 
-def rss_over(pid: int, seconds: float) -> dict[str, float]:
-    """The operator's RSS (MiB) sampled every second for `seconds`: median, min and max.
-
-    One reading lands anywhere between a burst and the next heap trim (every 30 s); over a trim
-    period the median is the resident cost, the max the burst.
-    """
-    samples = []
-    until = time.time() + seconds
-    while True:
-        samples.append(rss_kib(pid, "VmRSS") / 1024)
-        if time.time() >= until:
-            break
-        time.sleep(1.0)
-    return {
-        "median": round(statistics.median(samples), 1),
-        "min": round(min(samples), 1),
-        "max": round(max(samples), 1),
-    }
-
-
 class RssTimeline:
     """The operator's RSS and open sockets every second, each sample labelled with the phase then.
 
@@ -208,6 +188,22 @@ class RssTimeline:
     def close(self) -> None:
         self._closed.set()
         self._thread.join(5)
+
+    def hold(self, phase: str, seconds: float) -> dict[str, float]:
+        """Labels the next `seconds` as `phase` and waits them out: that window's RSS (MiB), its
+        median, min and max.
+
+        One reading lands anywhere between a burst and the next heap trim (every 30 s); over a trim
+        period the median is the resident cost, the max the burst.
+        """
+        self.phase = phase
+        time.sleep(seconds)
+        rss = [mib for _, at, mib, _ in self.samples if at == phase] or [rss_kib(self.pid, "VmRSS") / 1024]
+        return {
+            "median": round(statistics.median(rss), 1),
+            "min": round(min(rss), 1),
+            "max": round(max(rss), 1),
+        }
 
     def by_phase(self) -> dict[str, dict[str, float]]:
         """Per phase, in order: seconds sampled, the median and the max RSS (MiB), the most sockets."""
@@ -563,7 +559,7 @@ def main() -> int:
         wait_ready(http_port, op)
         time.sleep(3 * args.tick_seconds)  # idle: imported, watching, a few safety-net passes
         timeline = RssTimeline(op.pid)
-        idle_rss = rss_over(op.pid, 30.0)
+        idle_rss = timeline.hold("idle", 30.0)
         log(f"operator idle RSS {idle_rss} MiB; adding jobs in steps {steps}")
         rss_range: dict[str, dict[str, float]] = {"idle": idle_rss}
         applied = 0
@@ -577,8 +573,7 @@ def main() -> int:
                 cp, "bench", step, timeout=max(0.0, change_wall - args.steady_seconds - time.time())
             )
             # A few ticks at this size, and one heap trim at least.
-            timeline.phase = f"{step} running"
-            rss_range[str(step)] = rss_over(op.pid, max(30.0, 3 * args.tick_seconds))
+            rss_range[str(step)] = timeline.hold(f"{step} running", max(30.0, 3 * args.tick_seconds))
             log(f"{step} jobs running; operator RSS {rss_range[str(step)]} MiB")
         steady_from = time.time()
         timeline.phase = "steady"
