@@ -55,7 +55,12 @@ def test_trace_loader_rejects_bad_files(tmp_path: object) -> None:
     (folder / "gap.csv").write_text(
         "time,R\n2023-01-01 00:00:00,1\n2023-01-01 00:05:00,2\n2023-01-01 00:15:00,3\n"
     )
-    with pytest.raises(TraceError, match="gap"):
+    filled = load_trace(folder / "gap.csv")  # a short hole is filled, and said (test_trace_loading.py)
+    assert filled.values == (1.0, 2.0, 2.5, 3.0) and filled.notes
+    (folder / "gap.csv").write_text(
+        "time,R\n2023-01-01 00:00:00,1\n2023-01-01 00:05:00,2\n2023-01-01 07:00:00,3\n"
+    )
+    with pytest.raises(TraceError, match="missing"):
         load_trace(folder / "gap.csv")
     (folder / "neg.csv").write_text("time,R\n2023-01-01 00:00:00,1\n2023-01-01 00:05:00,-2\n")
     with pytest.raises(TraceError, match="out of range"):

@@ -360,3 +360,24 @@ def test_simulator_runs_the_operators_decide_and_accounting(monkeypatch: pytest.
         # Every decision the simulator took is one decide() made, and every gram came from advance().
         assert [r for job in result.jobs for _, r in job.timeline] == decided
         assert booked and result.emissions_g > 0
+
+
+def test_a_repaired_trace_runs_and_says_what_was_repaired(
+    jobs: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The data portal's 2024 header, saved with a byte-order mark, with two hours lost mid-file.
+    lines = Path(TRACE).read_text(encoding="utf-8").splitlines()
+    header = (
+        lines[0]
+        .replace("Zone Id", "Zone id")
+        .replace("Intensity", "intensity")
+        .replace("(LCA)", "(Life cycle)")
+    )
+    path = tmp_path / "portal.csv"
+    path.write_text("\ufeff" + "\n".join([header, *lines[1:200], *lines[202:]]) + "\n", encoding="utf-8")
+    argv = ["--trace", str(path), "--jobs", jobs, "--policy", "forecast", "--start", "2022-04-09T00:00Z"]
+    assert cli([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    warning = f"{path}: filled 2 missing step(s) in 1 hole(s) (longest 2:00:00) by linear interpolation"
+    assert json.loads(captured.out)["warnings"][0].startswith(warning)
+    assert f"gridwise simulate: warning: {warning}" in captured.err

@@ -14,7 +14,14 @@ from gridwise.carbon.providers import carbon_aware_sdk, electricitymaps, static,
 from gridwise.carbon.providers.base import Provider
 from gridwise.carbon.reading import SIGNAL_TYPES
 from gridwise.carbon.secrets import Secret, load_secret
-from gridwise.carbon.traces import TRACE_COLUMNS, TraceError, load_forecast_trace, load_trace, trace_kind
+from gridwise.carbon.traces import (
+    TRACE_COLUMNS,
+    TraceError,
+    load_forecast_trace,
+    load_trace,
+    read_header,
+    trace_kind,
+)
 from gridwise.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -188,8 +195,7 @@ def build_provider(
         raise ValueError(f"spec.carbon.traceColumn must be one of {', '.join(TRACE_COLUMNS)}, got {column!r}")
     path = access.resolve_trace(spec.get("tracePath"))
     try:
-        with open(path, encoding="utf-8") as handle:
-            header = [cell.strip() for cell in handle.readline(4096).strip().split(",")]
+        header = [cell.strip() for cell in read_header(path)]
         loaded = (
             load_forecast_trace(path)
             if trace_kind(header) == "watttime-forecast"
@@ -202,6 +208,8 @@ def build_provider(
             "TraceUnreadable",
             "spec.carbon.tracePath is not a trace gridwise can read (details in the operator log)",
         ) from None
+    for note in getattr(loaded, "notes", ()):
+        log.warning("trace for spec.carbon.tracePath %r repaired on load: %s", spec.get("tracePath"), note)
     if loaded.signal_type != signal_type and spec.get("signalType"):
         raise ValueError(f"the trace is a {loaded.signal_type} signal, but signalType is {signal_type!r}")
     return trace.TraceProvider(zone=zone, trace=loaded, clock=clock)

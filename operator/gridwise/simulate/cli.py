@@ -45,8 +45,9 @@ examples:
       --forecast provided --forecast-file watttime_caiso-north_2023-06_forecast.csv --json --plot run.png
 
 The shipped job mix is at: {mix}
-Traces: Electricity Maps hourly exports (average signal; --trace-column direct|lca) or WattTime 5-min
-actuals (marginal). Average and marginal results are different quantities: the output always names one.
+Traces: Electricity Maps exports (average signal; --trace-column direct|lca) or WattTime 5-min
+actuals (marginal). Holes of up to 6 h are filled by interpolation, with a warning. Average and
+marginal results are different quantities: the output always names one.
 Policies: agnostic (run now at max), stretch (no signal: fewest replicas that meet the deadline),
 threshold, waitawhile (Wiesner et al. 2021: cheapest slots at fixed size), carbonscaler (Hanafy et al.
 2024: marginal carbon efficiency), forecast (gridwise: the operator's decide() on the ensemble forecast
@@ -171,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--forecast-file is used only with --forecast provided (got --forecast {args.forecast})"
             )
         trace = load_trace(args.trace, args.trace_column)
+        warnings += [f"{args.trace}: {note}" for note in trace.notes]
         provided = load_forecast_trace(args.forecast_file) if args.forecast_file else None
         if args.start:
             try:
