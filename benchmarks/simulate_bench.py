@@ -10,6 +10,8 @@ agnostic (run now at max replicas), its width and timing parts, the share of the
     python benchmarks/simulate_bench.py --half h2            # the reported table
     python benchmarks/simulate_bench.py --half h1 --starts 6 --risk 0 0.5 1.5 --no-watttime \\
         --mixes operator/gridwise/data/jobs-mix.yaml              # the tuning runs
+    python benchmarks/simulate_bench.py --half h2 --foresight 24 72 --zones NO ES \\
+        --mixes operator/gridwise/data/jobs-mix.yaml              # how much a better forecast is worth
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gridwise.carbon.traces import load_forecast_trace, load_trace
+from gridwise.carbon.traces import Trace, load_forecast_trace, load_trace
 from gridwise.planner.risk import DEFAULT_RISK_FRACTION
 from gridwise.simulate.cli import default_jobs_path
 from gridwise.simulate.engine import SIM_POLICIES, SimSettings, default_slot, simulate
-from gridwise.simulate.forecasts import ForecastSource
+from gridwise.simulate.forecasts import ForecastSource, Live
 from gridwise.simulate.jobs import load_jobs
 
 EM_TUNED = ("ES", "US-CAL-CISO", "NO")
@@ -48,6 +50,30 @@ def starts_for(half: str, count: int) -> list[datetime]:
     return [first + span * i / count for i in range(count)]
 
 
+class Foresight(ForecastSource):
+    """The ensemble, except that its first `hours` are the actual future with no error band.
+
+    Diagnosis only: how much of the gap to the optimum a perfect forecast to that lead would close,
+    i.e. whether the shortfall is in the first day's forecast or in the days after it.
+    """
+
+    def __init__(self, trace: Trace, hours: float) -> None:
+        super().__init__(trace, "ensemble")
+        self.steps = round(timedelta(hours=hours) / trace.step)
+
+    def _make(self, now: datetime, horizon: timedelta) -> Live:
+        made = super()._make(now, horizon)
+        first = self.trace.index_of(now)
+        actual = tuple(self.trace.points(first + 1, first + 1 + self.steps))[: len(made.forecast)]
+        known = len(actual)
+        return Live(
+            made.current,
+            actual + made.forecast[known:],
+            (0.0,) * known + made.upper_error[known:],
+            made.note,
+        )
+
+
 def run_case(
     label: str,
     trace_path: Path,
@@ -57,10 +83,13 @@ def run_case(
     policies: tuple[str, ...],
     risk: float,
     forecast_file: Path | None = None,
+    foresight_hours: float | None = None,
 ) -> Tally:
     trace = load_trace(trace_path)
     provided = load_forecast_trace(forecast_file) if forecast_file else None
     source = ForecastSource(trace, mode, provided)
+    if foresight_hours is not None:
+        source = Foresight(trace, foresight_hours)
     tally = Tally()
     slot = default_slot(trace.step)
     for start in starts:
@@ -173,12 +202,20 @@ def main() -> int:
         default=[default_jobs_path(), default_jobs_path().replace("jobs-mix.yaml", "jobs-mix-slack.yaml")],
     )
     parser.add_argument("--no-watttime", action="store_true")
+    parser.add_argument("--zones", nargs="+", help="Electricity Maps zones (default: all of the half's)")
+    parser.add_argument(
+        "--foresight",
+        type=float,
+        nargs="+",
+        help="diagnosis: also run forecast and carbonscaler with the actual future for this many hours "
+        "ahead (the ensemble after), one table per value",
+    )
     parser.add_argument("--forecast-errors", action="store_true", help="only the forecast error table")
     args = parser.parse_args()
     if args.forecast_errors:
         forecast_errors(args.traces, args.half)
         return 0
-    zones = EM_TUNED if args.half == "h1" else EM_TUNED + EM_UNSEEN
+    zones = args.zones or (EM_TUNED if args.half == "h1" else EM_TUNED + EM_UNSEEN)
     policies = SIM_POLICIES + tuple(f"forecast@{r:g}" for r in args.risk)
     print(
         f"default risk fraction {DEFAULT_RISK_FRACTION:g}; half {args.half}; {args.starts} starts per trace"
@@ -203,6 +240,14 @@ def main() -> int:
                 )
             )
             print(f"(simulated in {time.perf_counter() - began:.0f} s)", flush=True)
+            for hours in args.foresight or ():
+                seen = ("agnostic", "forecast", "carbonscaler", "oracle")
+                tally = run_case(
+                    zone, path, "ensemble", starts_for(args.half, args.starts), mix, seen,
+                    DEFAULT_RISK_FRACTION, foresight_hours=hours,
+                )  # fmt: skip
+                label = f"{zone} 2022 {args.half}, {name}, actual future for {hours:g} h, ensemble after"
+                print(report(label, tally, seen), flush=True)
         if not args.no_watttime:
             wt = args.traces / "watttime_caiso-north_2023-06_actual.csv"
             fc = args.traces / "watttime_caiso-north_2023-06_forecast.csv"
