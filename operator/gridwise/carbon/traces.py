@@ -29,8 +29,6 @@ from gridwise.carbon.reading import IntensityPoint
 from gridwise.carbon.validate import MAX_GRAMS_PER_KWH
 from gridwise.clock import parse_utc
 
-EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"
-EM_LCA = "Carbon Intensity gCO₂eq/kWh (LCA)"
 TRACE_COLUMNS = ("direct", "lca")
 # Header names as compared: lower case, CO₂ spelt CO2. Both Electricity Maps spellings per column.
 _EM_INTENSITY = {
@@ -214,13 +212,10 @@ def load_trace(path: str | Path, column: str = "direct") -> Trace:
         notes.append(f"dropped {duplicates} duplicate row(s)")
     if not ordered:
         notes.append("rows were not in time order; sorted them")
-    times = sorted(samples)
-    known = [(t, samples[t][0], samples[t][1]) for t in times]
-    while known and known[0][1] is None:
-        known.pop(0)
-    while known and known[-1][1] is None:
-        known.pop()
-    trimmed = len(times) - len(known)
+    rows_in_order = [(t, *samples[t]) for t in sorted(samples)]
+    with_value = [i for i, (_, value, _) in enumerate(rows_in_order) if value is not None]
+    known = rows_in_order[with_value[0] : with_value[-1] + 1] if with_value else []
+    trimmed = len(rows_in_order) - len(known)
     if trimmed:
         notes.append(f"dropped {trimmed} row(s) with no value at the start or end")
     if len(known) < 2:
