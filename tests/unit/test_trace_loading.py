@@ -11,7 +11,7 @@ import pytest
 
 from gridwise.carbon.traces import MAX_FILLED_GAP, TraceError, load_trace, read_header, trace_kind
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "traces"
+SHIPPED = Path(__file__).resolve().parents[2] / "operator" / "gridwise" / "data" / "traces"
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "carbon"
 OLD_HEADER = (
     "Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),"
@@ -52,9 +52,15 @@ def test_both_electricity_maps_spellings_load_either_column(tmp_path: Path, head
 
 
 def test_shipped_traces_need_no_repair() -> None:
-    for path in sorted(SHARED.glob("*_actual.csv")) + sorted(SHARED.glob("electricitymaps_*.csv")):
+    paths = [
+        *sorted(SHIPPED.glob("*_actual.csv")),
+        *sorted(SHIPPED.glob("electricitymaps_*.csv")),
+        FIXTURES / "em_us-cal-ciso_2022-04_hourly.csv",
+        FIXTURES / "wt_caiso-north_2023-06-08_actual.csv",
+    ]
+    assert len(paths) == 4  # the two traces the package ships, and the test fixtures
+    for path in paths:
         assert load_trace(path).notes == (), path.name
-    assert load_trace(FIXTURES / "em_us-cal-ciso_2022-04_hourly.csv").notes == ()
 
 
 def test_short_holes_are_interpolated_and_said(tmp_path: Path) -> None:
