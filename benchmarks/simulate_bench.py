@@ -87,9 +87,11 @@ def run_case(
 ) -> Tally:
     trace = load_trace(trace_path)
     provided = load_forecast_trace(forecast_file) if forecast_file else None
-    source = ForecastSource(trace, mode, provided)
-    if foresight_hours is not None:
-        source = Foresight(trace, foresight_hours)
+    source = (
+        Foresight(trace, foresight_hours)
+        if foresight_hours is not None
+        else ForecastSource(trace, mode, provided)
+    )
     tally = Tally()
     slot = default_slot(trace.step)
     for start in starts:
