@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 import gridwise.carbon.ensemble as ensemble
-from gridwise.carbon.traces import load_trace
+from gridwise.carbon.traces import Trace, load_trace
 
 ZONES = ("ES", "US-CAL-CISO", "NO")  # the tuning traces; Brazil stays unseen
 LEADS = ((0, 3), (3, 12), (12, 24), (24, 48))
@@ -59,10 +59,8 @@ def variant(spec: str) -> Iterator[ensemble.EnsembleSettings]:
         yield ensemble.EnsembleSettings()
 
 
-def errors(
-    values: npt.NDArray[np.float64], half: str, settings: ensemble.EnsembleSettings, path: Path
-) -> str:
-    trace = load_trace(path)
+def errors(trace: Trace, half: str, settings: ensemble.EnsembleSettings) -> str:
+    values = np.array(trace.values)
     n, ahead, per_day = len(values), 48, 24
     lo, hi = (0, n // 2) if half == "h1" else (n // 2, n)
     forecaster = ensemble.EnsembleForecaster(settings)
@@ -90,12 +88,11 @@ def main() -> int:
     specs = ["", *args.variants]
     print(f"MAE g/kWh at leads {', '.join(f'{a}-{b} h' for a, b in LEADS)}, {args.half}, hourly traces")
     for zone in ZONES:
-        path = args.traces / f"electricitymaps_{zone}_2022_hourly.csv"
-        values = np.array(load_trace(path).values)
+        trace = load_trace(args.traces / f"electricitymaps_{zone}_2022_hourly.csv")
         cells = []
         for spec in specs:
             with variant(spec) as settings:
-                cells.append(f"{spec or 'shipped'}: {errors(values, args.half, settings, path)}")
+                cells.append(f"{spec or 'shipped'}: {errors(trace, args.half, settings)}")
         print(f"{zone}: " + " | ".join(cells), flush=True)
     return 0
 
