@@ -459,13 +459,18 @@ def strings_label(unshared_strings: bool) -> str:
     return "unshared (baseline)" if unshared_strings else "shared (shipped)"
 
 
-def operator_launcher(unshared_strings: bool, api_connections: int | None = None) -> list[str]:
+def operator_launcher(
+    unshared_strings: bool, api_connections: int | None = None, worker_idle_s: float | None = None
+) -> list[str]:
     """The command that starts the operator's CLI, as shipped or with a variant to compare against:
-    CarbonAwareJob bodies' strings unshared (the baseline for the watch transform's sharing), or
-    another limit on gridwise's own connections to the API server."""
+    CarbonAwareJob bodies' strings unshared (the baseline for the watch transform's sharing),
+    another limit on gridwise's own connections to the API server, or another idle timeout for
+    kopf's per-object workers."""
     prelude = UNSHARED if unshared_strings else ""
     if api_connections is not None:
         prelude += f"from gridwise.k8s import credentials; credentials.API_CONNECTIONS = {api_connections}; "
+    if worker_idle_s is not None:
+        prelude += f"from gridwise.k8s import runtime; runtime.WORKER_IDLE_S = {worker_idle_s!r}; "
     if not prelude:
         return [sys.executable, "-m", "gridwise.cli"]
     run = "import sys; from gridwise.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -506,10 +511,18 @@ def main() -> int:
         help="run the operator with this many connections to the API server for its own requests "
         "(default: as shipped, gridwise.k8s.credentials.API_CONNECTIONS)",
     )
+    ap.add_argument(
+        "--worker-idle-seconds",
+        type=float,
+        help="run the operator with kopf's per-object workers idling this long before they give "
+        "their slot back (default: as shipped, gridwise.k8s.runtime.WORKER_IDLE_S; kopf's own: 5)",
+    )
     ap.add_argument("--json-out", type=Path, help="also write the result here")
     args = ap.parse_args()
     if args.api_connections is not None and args.api_connections < 1:
         ap.error("--api-connections must be at least 1")
+    if args.worker_idle_seconds is not None and args.worker_idle_seconds <= 0:
+        ap.error("--worker-idle-seconds must be more than 0")
     steps = sorted({int(x) for x in args.rss_steps.split(",") if x.strip()} | {args.jobs})
     if not args.rss_steps:
         steps = sorted({max(1, args.jobs // 4), max(1, args.jobs // 2), args.jobs})
@@ -544,7 +557,8 @@ def main() -> int:
         http_port = free_port()
         op = subprocess.Popen(
             [
-                *operator_launcher(args.unshared_strings, args.api_connections), "operator", "run",
+                *operator_launcher(args.unshared_strings, args.api_connections, args.worker_idle_seconds),
+                "operator", "run",
                 "--kubeconfig", str(cp.operator_kubeconfig()),
                 "--namespace", "bench", "--no-leader-election",
                 "--http-host", "127.0.0.1", "--http-port", str(http_port),
@@ -618,6 +632,7 @@ def main() -> int:
             "tick_seconds": args.tick_seconds,
             "strings": strings_label(args.unshared_strings),
             "api_connections": args.api_connections or "as shipped",
+            "worker_idle_seconds": args.worker_idle_seconds or "as shipped",
             "operator": {
                 "reached": len(watch.first_done),
                 "p50_s": round(p50, 2) if p50 is not None else None,
