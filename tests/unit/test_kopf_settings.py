@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from gridwise.k8s.runtime import EVENT_POSTERS, LeanDiffBase, build_settings
+from gridwise.k8s.runtime import EVENT_POSTERS, EVENT_WORKERS, WORKER_IDLE_S, LeanDiffBase, build_settings
 
 
 class NoCopy(dict[str, Any]):
@@ -66,3 +66,16 @@ def test_events_are_posted_over_a_bounded_number_of_connections() -> None:
     build_settings(settings)
     assert settings.posting.worker_limit == EVENT_POSTERS
     assert 1 <= EVENT_POSTERS <= settings.queueing.worker_limit
+
+
+def test_object_workers_give_their_slot_back_soon() -> None:
+    # kopf keeps an object's worker, and its slot, for 5 s after the object's last event: with 256
+    # slots a zone wake's thousand Jobs and their pods drained at about 50 objects a second, every
+    # other event waiting in memory (BENCHMARKS.md, issue 12, eleventh round).
+    settings = kopf.OperatorSettings()
+    assert settings.queueing.idle_timeout == 5.0
+    build_settings(settings)
+    assert settings.queueing.worker_limit == EVENT_WORKERS
+    assert settings.queueing.idle_timeout == WORKER_IDLE_S
+    assert EVENT_WORKERS / WORKER_IDLE_S >= 500, "objects a second the workers drain at the least"
+
