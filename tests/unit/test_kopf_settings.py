@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 from typing import Any
 
 import kopf
@@ -79,3 +80,17 @@ def test_object_workers_give_their_slot_back_soon() -> None:
     assert settings.queueing.idle_timeout == WORKER_IDLE_S
     assert EVENT_WORKERS / WORKER_IDLE_S >= 500, "objects a second the workers drain at the least"
 
+
+def test_the_lean_essence_keeps_nothing_of_the_body_for_the_collector() -> None:
+    # The Body built for the essence is in a reference cycle with its own views: it must not hold
+    # the event's spec until the garbage collector's next full pass.
+    lean = LeanDiffBase(prefix="gridwise.dev", key="last-handled-configuration")
+    raw = caj({"phase": "Running"})
+    gc.collect()
+    gc.disable()
+    try:
+        lean.build(body=kopf.Body(raw))
+        holders = [o for o in gc.get_referrers(raw["spec"]) if o is not raw]
+        assert not holders, "a cycle still holds the spec"
+    finally:
+        gc.enable()

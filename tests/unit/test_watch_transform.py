@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import inspect
 import json
+import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
+import pytest
 from kopf._cogs.clients import watching
-from kopf._core.reactor import queueing
+from kopf._cogs.structs import ephemera, references
+from kopf._core.engines import indexing
+from kopf._core.reactor import inventory, processing, queueing, running
 
 from gridwise.api import LABEL_JOB, LABEL_MANAGED_BY, MANAGER, parse_job_spec
 from gridwise.k8s import watch_transform
@@ -211,15 +217,114 @@ def test_the_wrapped_stream_yields_every_event_stripped_and_closes_the_stream_it
     assert closed == [True]
 
 
-def test_install_wraps_kopfs_watch_once_where_kopfs_queueing_calls_it() -> None:
-    original = watching.infinite_watch
+def test_install_wraps_kopfs_watch_and_processing_once_where_kopf_calls_them() -> None:
+    original, original_processor = watching.infinite_watch, processing.process_resource_event
     try:
         watch_transform.install()
-        wrapped = watching.infinite_watch
+        wrapped, wrapped_processor = watching.infinite_watch, processing.process_resource_event
         watch_transform.install()
         assert watching.infinite_watch is wrapped and wrapped is not original
-        # kopf's queueing looks the function up on the module at each watch: the wrapper is used.
-        assert queueing.watching is watching
+        assert processing.process_resource_event is wrapped_processor
+        assert wrapped_processor is not original_processor
+        # kopf looks both up on their modules when it starts: the wrappers are what it uses.
+        assert queueing.watching is watching and running.processing is processing
         assert "watching.infinite_watch(" in inspect.getsource(queueing.watcher)
+        assert "processing.process_resource_event," in inspect.getsource(running.spawn_tasks)
     finally:
         watching.infinite_watch = original  # type: ignore[assignment]
+        processing.process_resource_event = original_processor  # type: ignore[assignment]
+
+
+class Traced(dict[str, Any]):
+    """A dict that can be weakly referenced: alive only while something holds it."""
+
+
+def pod_event(status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "MODIFIED",
+        "object": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "train-0",
+                "namespace": "ns",
+                "uid": "pod-uid",
+                "resourceVersion": "7",
+                "labels": {"job-name": "train", LABEL_MANAGED_BY: MANAGER},
+            },
+            "status": status,
+        },
+    }
+
+
+def handle_with_kopf(raw_event: dict[str, Any], *, released: bool) -> tuple[Any, weakref.ref[Any]]:
+    """Runs kopf's own processing of one watch event with an index handler on Pods, the garbage
+    collector off; returns the index and a weak reference to the event's status."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.index("", "v1", "pods", registry=registry, id="phases")
+    async def phases(name: str, status: kopf.Status, **_: Any) -> dict[str, Any]:
+        return {name: status.get("phase")}
+
+    indexers = indexing.OperatorIndexers()
+    indexers.ensure(registry._indexing.get_all_handlers())
+    processor = processing.process_resource_event
+    if released:
+        processor = watch_transform.releasing(processor)
+    status = weakref.ref(raw_event["object"]["status"])
+
+    async def run() -> None:
+        await processor(
+            lifecycle=kopf.lifecycles.all_at_once,
+            indexers=indexers,
+            registry=registry,
+            settings=kopf.OperatorSettings(),
+            memories=inventory.ResourceMemories(),
+            memobase=ephemera.Memo(),
+            resource=references.Resource("", "v1", "pods", kind="Pod", namespaced=True),
+            raw_event=raw_event,
+            event_queue=asyncio.Queue(),
+        )
+
+    asyncio.run(run())
+    return indexers["phases"].index, status
+
+
+def test_a_handled_pods_event_is_freed_at_once_not_by_the_collector() -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        index, status = handle_with_kopf(pod_event(Traced(phase="Running")), released=True)
+        assert {k: list(v) for k, v in index.items()} == {"train-0": ["Running"]}, "handled whole"
+        assert status() is None, "what is left of a handled event is freed without the collector"
+        # Without the release, kopf's Body (in a cycle with its views) kept it until a full pass.
+        _, kept = handle_with_kopf(pod_event(Traced(phase="Running")), released=False)
+        assert kept() is not None
+        gc.collect()
+        assert kept() is None
+    finally:
+        gc.enable()
+
+
+def test_only_handled_jobs_and_pods_are_emptied_even_when_handling_fails() -> None:
+    caj = event("a")
+    caj["object"].update(apiVersion="gridwise.dev/v1alpha1", kind="CarbonAwareJob")
+    job = {"type": "MODIFIED", "object": {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}}}
+    seen: list[int] = []
+
+    async def processor(*, raw_event: dict[str, Any], **_: Any) -> None:
+        seen.append(len(raw_event["object"]))  # whole while kopf handles it
+        if raw_event is job:
+            raise RuntimeError("a framework error")
+
+    async def run() -> None:
+        wrapped = watch_transform.releasing(processor)
+        await wrapped(raw_event=caj, resource="r")
+        await wrapped(raw_event={"type": "MODIFIED", "object": {}})  # nothing to release
+        with pytest.raises(RuntimeError):
+            await wrapped(raw_event=job)
+
+    asyncio.run(run())
+    assert seen == [5, 0, 3]
+    assert caj["object"]["spec"] == {"work": {"gpuHours": 4}}, "a kept kind stays whole"
+    assert job["object"] == {}

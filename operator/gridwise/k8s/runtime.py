@@ -90,7 +90,13 @@ class LeanDiffBase(kopf.AnnotationsDiffBaseStorage):
         meta = body.get("metadata") or {}
         lean = {k: v for k, v in body.items() if k not in ("status", "metadata")}
         lean["metadata"] = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
-        return super().build(body=kopf.Body(cast(kopf.RawBody, lean)), extra_fields=extra_fields)
+        view = kopf.Body(cast(kopf.RawBody, lean))
+        try:
+            return super().build(body=view, extra_fields=extra_fields)
+        finally:
+            # A Body and its views point at each other, so the cycle would keep this event's spec
+            # and annotations until the collector's next full pass; emptied, it holds nothing.
+            view._replace_with({})
 
 
 # Objects whose Events kopf posts at once (each over a connection of its own).

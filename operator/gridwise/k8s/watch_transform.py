@@ -20,15 +20,22 @@ as it goes) faster than two busy cores handle them. A Pod's spec and a Job's pod
 of such an event and no handler reads them, so they go before the event is queued. What stays is a
 superset of what `handlers.slim_job` and `reconciler.pod_info` read, and all of the metadata (kopf
 filters on labels and tracks each object by its uid and resourceVersion).
+
+And once kopf has handled a Job's or Pod's event, what is left of it is emptied. kopf wraps each
+event's object in a `Body` whose views point back at it (a reference cycle), so the object outlived
+its event until a full collection of the garbage collector, which a busy operator runs seldom: a
+zone wake's thousands of Job and Pod events stayed in memory together (BENCHMARKS.md, issue 12,
+eleventh round). Only the small cycle itself is now left to the collector.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from kopf._cogs.clients import watching
+from kopf._core.reactor import processing
 
 _MARK = "_gridwise_strips_managed_fields"
 # The kinds kopf keeps bodies of (daemons); Jobs and Pods only pass through slim index handlers.
@@ -127,7 +134,29 @@ def stripping(stream: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
     return stripped
 
 
+def release_handled(event: Any) -> None:
+    """Empties a handled event's Job or Pod in place: only its index entry is kept of it."""
+    obj = _object_of(event)
+    if obj is not None and (obj.get("apiVersion"), obj.get("kind")) in TRIMMED:
+        obj.clear()
+
+
+def releasing(processor: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """`processor` (kopf's handling of one watch event), then the event's object released."""
+
+    async def process(*args: Any, raw_event: Any, **kwargs: Any) -> Any:
+        try:
+            return await processor(*args, raw_event=raw_event, **kwargs)
+        finally:
+            release_handled(raw_event)
+
+    setattr(process, _MARK, True)
+    return process
+
+
 def install() -> None:
-    """Wraps kopf's watch stream once; call before kopf starts watching."""
+    """Wraps kopf's watch stream and event processing once; call before kopf starts watching."""
     if not getattr(watching.infinite_watch, _MARK, False):
         watching.infinite_watch = stripping(watching.infinite_watch)
+    if not getattr(processing.process_resource_event, _MARK, False):
+        processing.process_resource_event = releasing(processing.process_resource_event)
