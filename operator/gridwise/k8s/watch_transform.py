@@ -37,7 +37,7 @@ from typing import Any
 from kopf._cogs.clients import watching
 from kopf._core.reactor import processing
 
-_MARK = "_gridwise_strips_managed_fields"
+_MARK = "_gridwise_wrapped"  # on what install() has wrapped already
 # The kinds kopf keeps bodies of (daemons); Jobs and Pods only pass through slim index handlers.
 KEPT_KINDS = frozenset({"CarbonAwareJob"})
 # What an owned Pod's event keeps of its status (`reconciler.pod_info` reads these and the
