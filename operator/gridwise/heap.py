@@ -64,11 +64,11 @@ async def release_periodically(stop: asyncio.Event, interval_s: float = 30.0) ->
         release_free_heap()
 
 
-def shrink_tls_read_buffers(size: int | None = None) -> None:
-    """TLS connections asyncio opens from now on read into buffers of `size` bytes (default:
-    `TLS_READ_BUFFER`; CPython's own is 256 KiB).
+def shrink_tls_read_buffers() -> None:
+    """TLS connections asyncio opens from now on read into `TLS_READ_BUFFER`-byte buffers (CPython's
+    own: 256 KiB).
 
     `max_size` is the class attribute CPython's `SSLProtocol` sizes its read buffer and each read
     by (3.11 to 3.13); tests/unit/test_tls_buffers.py checks that a connection still gets it.
     """
-    sslproto.SSLProtocol.max_size = size or TLS_READ_BUFFER
+    sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
