@@ -11,6 +11,7 @@ over the last 1 and 3 hours). Forecasts are issued every 18 h, 48 h ahead, from 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from simulate_bench import EM_TUNED, LEADS_H  # the tuning traces (Brazil stays unseen), the leads
+
 import gridwise.carbon.ensemble as ensemble
 from gridwise.carbon.traces import Trace, load_trace
 
-ZONES = ("ES", "US-CAL-CISO", "NO")  # the tuning traces; Brazil stays unseen
-LEADS = ((0, 3), (3, 12), (12, 24), (24, 48))
 Features = Callable[..., npt.NDArray[np.float64]]
 
 
@@ -72,7 +74,7 @@ def errors(trace: Trace, half: str, settings: ensemble.EnsembleSettings) -> str:
         )
         rows.append(np.abs(np.array(got.values) - values[issue : issue + ahead]))
     table = np.array(rows)
-    return " / ".join(f"{table[:, a:b].mean():.2f}" for a, b in LEADS)
+    return " / ".join(f"{table[:, a:b].mean():.2f}" for a, b in LEADS_H)
 
 
 def main() -> int:
@@ -86,8 +88,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     specs = ["", *args.variants]
-    print(f"MAE g/kWh at leads {', '.join(f'{a}-{b} h' for a, b in LEADS)}, {args.half}, hourly traces")
-    for zone in ZONES:
+    print(f"MAE g/kWh at leads {', '.join(f'{a}-{b} h' for a, b in LEADS_H)}, {args.half}, hourly traces")
+    for zone in EM_TUNED:
         trace = load_trace(args.traces / f"electricitymaps_{zone}_2022_hourly.csv")
         cells = []
         for spec in specs:

@@ -31,6 +31,7 @@ from gridwise.simulate.jobs import load_jobs
 
 EM_TUNED = ("ES", "US-CAL-CISO", "NO")
 EM_UNSEEN = ("BR",)
+LEADS_H = ((0, 3), (3, 12), (12, 24), (24, 48))  # forecast lead bands the error tables report
 
 
 @dataclass
@@ -174,7 +175,7 @@ def forecast_errors(traces: Path, half: str) -> None:
             errors["seasonal"].append(np.abs(np.array(old) - truth))
             errors["persistence"].append(np.abs(values[issue - 1] - truth))
         cells = []
-        for a, b in ((0, 3), (3, 12), (12, 24), (24, 48)):
+        for a, b in LEADS_H:
             if b * per_hour > ahead:
                 cells.append("-")
                 continue
