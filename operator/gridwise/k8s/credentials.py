@@ -33,6 +33,9 @@ EXEC_REFRESH_MARGIN = timedelta(seconds=60)  # re-run an exec plugin this long b
 # Connections gridwise's own requests (Job changes, status writes) may hold open to the API server.
 # Each is a TLS connection with its buffers; kopf's watches and Events have their own.
 API_CONNECTIONS = 64
+# Of those, what gridwise's requests through `Kube` leave free: the leader election shares the
+# client, and its Lease renewals must not queue behind a zone wake's thousand Job patches.
+RESERVED_CONNECTIONS = 4
 READ_BUFSIZE = 2**21  # as kubernetes_asyncio sets it: a watch event may be as large as etcd allows
 
 
@@ -74,6 +77,11 @@ def direct_session(api: client.ApiClient) -> None:
         connector=old.connector, trust_env=False, read_bufsize=READ_BUFSIZE
     )
     old.detach()  # the connector (pool and TLS context) now belongs to the new session
+
+
+def request_slots() -> int:
+    """How many of gridwise's own requests may be in flight at once (`Kube` queues the rest)."""
+    return max(1, API_CONNECTIONS - RESERVED_CONNECTIONS)
 
 
 def _split_authorization(header: str | None) -> tuple[str | None, str | None]:

@@ -6,12 +6,15 @@ jobs, and the dicts are what the pure builders and tests already speak.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from gridwise.k8s import credentials
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -24,91 +27,101 @@ async def _checked(resp: Any) -> bytes:
     return body
 
 
-async def _json(resp: Any) -> dict[str, Any]:
-    """The body of a raw response as an object; raises ApiException for non-2xx."""
-    data = json.loads(await _checked(resp))
+def _object(body: bytes) -> dict[str, Any]:
+    """An answer's JSON object; a JSON answer of any other shape is an error."""
+    data = json.loads(body)
     if not isinstance(data, dict):
         raise ValueError("Kubernetes API answered with something other than an object")
     return data
 
 
 class Kube:
-    """Async access to Jobs, Services, Pods and Secrets for the controller."""
+    """Async access to Jobs, Services, Pods and Secrets for the controller.
 
-    def __init__(self, api: client.ApiClient) -> None:
+    At most `slots` requests are in flight at once; the others wait here. There are fewer slots than
+    the client has connections because the leader election shares the client: a zone wake's
+    thousand Job patches and status writes would otherwise queue ahead of a Lease renewal for
+    seconds, and a leader that misses its 10 s renew deadline stops handling every job. (Waiting
+    here or in the client's pool holds the same memory: `benchmarks/request_queue_bench.py`.)
+    """
+
+    def __init__(self, api: client.ApiClient, *, slots: int | None = None) -> None:
         self.api = api
         # Typed as Any: we pass and read raw JSON dicts, not the client's model classes.
         self.batch: Any = client.BatchV1Api(api)
         self.core: Any = client.CoreV1Api(api)
+        self.custom: Any = client.CustomObjectsApi(api)
+        self._slots = asyncio.Semaphore(credentials.request_slots() if slots is None else slots)
 
     async def close(self) -> None:
         await self.api.close()
 
+    async def _send(self, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> bytes:
+        """One request and its answer's bytes, in one of the slots (the connection is busy until read)."""
+        async with self._slots:
+            return await _checked(await call(*args, _preload_content=False, **kwargs))
+
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await _json(await self.batch.read_namespaced_job(name, namespace, _preload_content=False))
+            return _object(await self._send(self.batch.read_namespaced_job, name, namespace))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
-    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Creates a Job or Service; None when it already exists (a restart adopts, never duplicates)."""
+    async def create(self, manifest: Mapping[str, Any]) -> bool:
+        """Creates a Job or Service; False when it already exists (a restart adopts, never duplicates).
+
+        The created object the server sends back is not decoded: nothing reads it."""
         ns = manifest["metadata"]["namespace"]
+        if manifest["kind"] == "Job":
+            call = self.batch.create_namespaced_job
+        elif manifest["kind"] == "Service":
+            call = self.core.create_namespaced_service
+        else:
+            raise ValueError(f"cannot create a {manifest['kind']}")
         try:
-            if manifest["kind"] == "Job":
-                resp = await self.batch.create_namespaced_job(ns, manifest, _preload_content=False)
-            elif manifest["kind"] == "Service":
-                resp = await self.core.create_namespaced_service(ns, manifest, _preload_content=False)
-            else:
-                raise ValueError(f"cannot create a {manifest['kind']}")
-            return await _json(resp)
+            await self._send(call, ns, manifest)
         except ApiException as exc:
             if exc.status == 409:
-                return None
+                return False
             raise
+        return True
 
     async def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """Merge-patches a Job. The answer (the whole Job) is not decoded: nothing reads it, and in a
         zone wake a thousand of them were decoded only to be dropped."""
-        resp = await self.batch.patch_namespaced_job(
-            name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
-        )
-        await _checked(resp)
+        await self._send(self.batch.patch_namespaced_job, name, namespace, patch, _content_type=MERGE_PATCH)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Deletes a Job (its pods go with it, in the background); a Job already gone is fine."""
         try:
-            resp = await self.batch.delete_namespaced_job(
-                name, namespace, propagation_policy="Background", _preload_content=False
+            await self._send(
+                self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
             )
-            await _checked(resp)
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
     async def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         """The Job's pods, every phase: the accounting tells Pending, Running and terminating apart."""
-        resp = await self.core.list_namespaced_pod(
-            namespace, label_selector=f"job-name={job}", _preload_content=False
-        )
-        items = (await _json(resp)).get("items", [])
+        body = await self._send(self.core.list_namespaced_pod, namespace, label_selector=f"job-name={job}")
+        items = _object(body).get("items", [])
         return [p for p in items if isinstance(p, dict)]
 
     async def get_custom(
         self, group: str, version: str, plural: str, namespace: str, name: str
     ) -> dict[str, Any] | None:
         """A custom resource (e.g. a CarbonAwareJob) as a dict; None when it does not exist."""
-        api: Any = client.CustomObjectsApi(self.api)
         try:
-            resp = await api.get_namespaced_custom_object(
-                group, version, namespace, plural, name, _preload_content=False
+            body = await self._send(
+                self.custom.get_namespaced_custom_object, group, version, namespace, plural, name
             )
-            return await _json(resp)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
+        return _object(body)
 
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
@@ -116,8 +129,8 @@ class Kube:
         """Merge-patches a custom resource's status subresource (None values delete fields).
 
         The answer is not decoded, as for `patch_job`."""
-        api: Any = client.CustomObjectsApi(self.api)
-        resp = await api.patch_namespaced_custom_object_status(
+        await self._send(
+            self.custom.patch_namespaced_custom_object_status,
             group,
             version,
             namespace,
@@ -125,14 +138,11 @@ class Kube:
             name,
             {"status": dict(status)},
             _content_type=MERGE_PATCH,
-            _preload_content=False,
         )
-        await _checked(resp)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's keys, decoded; the values never leave the carbon provider that needs them."""
         import base64
 
-        resp = await self.core.read_namespaced_secret(name, namespace, _preload_content=False)
-        data = (await _json(resp)).get("data") or {}
+        data = _object(await self._send(self.core.read_namespaced_secret, name, namespace)).get("data") or {}
         return {k: base64.b64decode(v).decode() for k, v in data.items()}
