@@ -258,6 +258,7 @@ OWN_COUNTERS = {
     "ticks": "gridwise_reconcile_duration_seconds_count",
     "status_writes": "gridwise_status_writes_total",
     "decisions": "gridwise_decisions_total",
+    "events_superseded": "gridwise_watch_events_superseded_total",
 }
 
 
@@ -460,13 +461,20 @@ def strings_label(unshared_strings: bool) -> str:
 
 
 def operator_launcher(
-    unshared_strings: bool, api_connections: int | None = None, worker_idle_s: float | None = None
+    unshared_strings: bool,
+    api_connections: int | None = None,
+    worker_idle_s: float | None = None,
+    every_event: bool = False,
 ) -> list[str]:
     """The command that starts the operator's CLI, as shipped or with a variant to compare against:
     CarbonAwareJob bodies' strings unshared (the baseline for the watch transform's sharing),
-    another limit on gridwise's own connections to the API server, or another idle timeout for
-    kopf's per-object workers."""
+    another limit on gridwise's own connections to the API server, another idle timeout for
+    kopf's per-object workers, or every watch event handled (none left for a newer one)."""
     prelude = UNSHARED if unshared_strings else ""
+    if every_event:
+        prelude += (
+            "from gridwise.k8s import watch_transform; watch_transform.superseded = lambda e, p: False; "
+        )
     if api_connections is not None:
         prelude += f"from gridwise.k8s import credentials; credentials.API_CONNECTIONS = {api_connections}; "
     if worker_idle_s is not None:
@@ -517,6 +525,12 @@ def main() -> int:
         help="run the operator with kopf's per-object workers idling this long before they give "
         "their slot back (default: as shipped, gridwise.k8s.runtime.WORKER_IDLE_S; kopf's own: 5)",
     )
+    ap.add_argument(
+        "--every-event",
+        action="store_true",
+        help="run the operator handling every watch event, also those a newer event of the same "
+        "object has superseded: the baseline for the watch transform's skipping of them (issue 12)",
+    )
     ap.add_argument("--json-out", type=Path, help="also write the result here")
     args = ap.parse_args()
     if args.api_connections is not None and args.api_connections < 1:
@@ -557,7 +571,9 @@ def main() -> int:
         http_port = free_port()
         op = subprocess.Popen(
             [
-                *operator_launcher(args.unshared_strings, args.api_connections, args.worker_idle_seconds),
+                *operator_launcher(
+                    args.unshared_strings, args.api_connections, args.worker_idle_seconds, args.every_event
+                ),
                 "operator", "run",
                 "--kubeconfig", str(cp.operator_kubeconfig()),
                 "--namespace", "bench", "--no-leader-election",
@@ -633,6 +649,7 @@ def main() -> int:
             "strings": strings_label(args.unshared_strings),
             "api_connections": args.api_connections or "as shipped",
             "worker_idle_seconds": args.worker_idle_seconds or "as shipped",
+            "superseded_events": "handled (baseline)" if args.every_event else "skipped (shipped)",
             "operator": {
                 "reached": len(watch.first_done),
                 "p50_s": round(p50, 2) if p50 is not None else None,

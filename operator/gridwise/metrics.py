@@ -184,5 +184,11 @@ class OperatorMetrics:
             "Carbon signal changes that woke every job in their zone.",
             registry=self.registry,
         )
+        self.watch_events_superseded = Counter(
+            "gridwise_watch_events_superseded",
+            "Watch events not handled because a newer one of the same object was already queued.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.jobs = JobCollector()
         self.registry.register(self.jobs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import gc
 import inspect
 import json
@@ -224,8 +225,10 @@ def test_install_wraps_kopfs_watch_and_processing_once_where_kopf_calls_them() -
         wrapped, wrapped_processor = watching.infinite_watch, processing.process_resource_event
         watch_transform.install()
         assert watching.infinite_watch is wrapped and wrapped is not original
-        assert processing.process_resource_event is wrapped_processor
-        assert wrapped_processor is not original_processor
+        # A new install wraps kopf's own processing again (for its counter), never a wrapper.
+        assert processing.process_resource_event is not wrapped_processor
+        for processor in (wrapped_processor, processing.process_resource_event):
+            assert processor._gridwise_wraps is original_processor
         # kopf looks both up on their modules when it starts: the wrappers are what it uses.
         assert queueing.watching is watching and running.processing is processing
         assert "watching.infinite_watch(" in inspect.getsource(queueing.watcher)
@@ -328,3 +331,97 @@ def test_only_handled_jobs_and_pods_are_emptied_even_when_handling_fails() -> No
     assert seen == [5, 0, 3]
     assert caj["object"]["spec"] == {"work": {"gpuHours": 4}}, "a kept kind stays whole"
     assert job["object"] == {}
+
+
+def pod(phase: str, uid: str = "pod-uid", kind: str = "MODIFIED", **meta: Any) -> dict[str, Any]:
+    e = pod_event({"phase": phase})
+    e["type"] = kind
+    e["object"]["metadata"].update(uid=uid, **meta)
+    return e
+
+
+def watch_with_kopf(events: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """kopf's own watcher, per-object workers and processing (with an index handler on Pods) over
+    `events`, delivered as one burst the way a watch stream brings a wake; returns the index, the
+    phases the handler saw and the kinds of the events left for a newer one."""
+    registry = kopf.OperatorRegistry()
+    handled: list[str] = []
+
+    @kopf.index("", "v1", "pods", registry=registry, id="phases")
+    async def phases(name: str, status: kopf.Status, **_: Any) -> dict[str, Any]:
+        handled.append(str(status.get("phase")))
+        return {name: status.get("phase")}
+
+    indexers = indexing.OperatorIndexers()
+    indexers.ensure(registry._indexing.get_all_handlers())
+    resource = references.Resource("", "v1", "pods", kind="Pod", namespaced=True)
+    settings = kopf.OperatorSettings()
+    settings.queueing.idle_timeout = 0.01
+    left: list[str] = []
+
+    async def burst(**_: Any) -> AsyncIterator[Any]:
+        for e in events:
+            yield e
+        # A watch goes on after a burst; its end queues kopf's end-of-stream marker behind the
+        # last event, which would then look superseded (only ever as the operator stops).
+        await asyncio.sleep(0.5)
+
+    async def run() -> None:
+        original = watching.infinite_watch
+        watching.infinite_watch = burst  # type: ignore[assignment]
+        try:
+            await queueing.watcher(
+                namespace=None,
+                settings=settings,
+                resource=resource,
+                processor=functools.partial(
+                    watch_transform.releasing(processing.process_resource_event, left.append),
+                    lifecycle=kopf.lifecycles.all_at_once,
+                    indexers=indexers,
+                    registry=registry,
+                    settings=settings,
+                    memories=inventory.ResourceMemories(),
+                    memobase=ephemera.Memo(),
+                    resource=resource,
+                    event_queue=asyncio.Queue(),
+                ),
+            )
+        finally:
+            watching.infinite_watch = original  # type: ignore[assignment]
+
+    asyncio.run(run())
+    index = {k: list(v) for k, v in indexers["phases"].index.items()}
+    return index, handled, left
+
+
+def test_a_burst_of_one_objects_events_is_handled_once_as_its_latest_state() -> None:
+    index, handled, left = watch_with_kopf(
+        [pod("Pending"), pod("Running"), pod("Running", deletionTimestamp="t")]
+    )
+    assert handled == ["Running"] and index == {"train-0": ["Running"]}
+    assert left == ["Pod", "Pod"]
+
+
+def test_a_deletion_is_always_handled_and_other_objects_are_not_superseded_by_each_other() -> None:
+    burst = [pod("Running", "a"), pod("Running", "b", name="train-1"), pod("Running", "a", "DELETED")]
+    index, handled, left = watch_with_kopf(burst)
+    assert index == {"train-1": ["Running"]}, "a's deletion removed its entry; b is kept"
+    # b's event handled; a's MODIFIED left for its DELETED, on which kopf drops a's entry unasked.
+    assert handled == ["Running"] and left == ["Pod"]
+
+
+def test_events_that_arrive_one_at_a_time_are_each_handled() -> None:
+    handled: list[str] = []
+
+    async def processor(*, raw_event: dict[str, Any], **_: Any) -> None:
+        handled.append(raw_event["object"]["status"]["phase"])
+
+    async def run() -> None:
+        wrapped = watch_transform.releasing(processor)
+        quiet = asyncio.Event()  # kopf's worker cleared it: nothing newer queued
+        for phase in ("Pending", "Running"):
+            await wrapped(raw_event=pod(phase), stream_pressure=quiet)
+        await wrapped(raw_event=pod("Failed"))  # kopf's tests and observers pass no pressure
+
+    asyncio.run(run())
+    assert handled == ["Pending", "Running", "Failed"]

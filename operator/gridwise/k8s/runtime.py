@@ -249,7 +249,9 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
         board=shared.board,
     )
     registry = kopf.OperatorRegistry()
-    watch_transform.install()  # kopf keeps bodies without managedFields, with shared strings
+    # kopf keeps bodies without managedFields, with shared strings, and skips superseded events.
+    superseded = shared.metrics.watch_events_superseded
+    watch_transform.install(on_superseded=lambda kind: superseded.labels(kind=kind).inc())
     wakeups = Wakeups(config.clock, shared.signals, on_zone_wake=shared.metrics.zone_wakes.inc)
     register(registry, Reconciler(ctx), wakeups, tick_seconds=config.tick_seconds)
 

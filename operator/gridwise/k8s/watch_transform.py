@@ -26,10 +26,18 @@ event's object in a `Body` whose views point back at it (a reference cycle), so 
 its event until a full collection of the garbage collector, which a busy operator runs seldom: a
 zone wake's thousands of Job and Pod events stayed in memory together (BENCHMARKS.md, issue 12,
 eleventh round). Only the small cycle itself is now left to the collector.
+
+And an event is not handled at all when a newer one of the same object already waits in kopf's
+backlog for it (a deletion always is): every handler here reads the object's latest state (index
+entries, the daemon's body), so the newer event does all the older one would, and kopf itself
+handled only the latest of a backlog until it dropped its batching. A zone wake brings each job's
+Job, pods and CarbonAwareJob several events within a second or two, faster than two busy cores
+handle them (BENCHMARKS.md, issue 12, twelfth round).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -37,7 +45,7 @@ from typing import Any
 from kopf._cogs.clients import watching
 from kopf._core.reactor import processing
 
-_MARK = "_gridwise_wrapped"  # on what install() has wrapped already
+_MARK = "_gridwise_wraps"  # on a wrapper install() made: the kopf function it wraps
 # The kinds kopf keeps bodies of (daemons); Jobs and Pods only pass through slim index handlers.
 KEPT_KINDS = frozenset({"CarbonAwareJob"})
 # What an owned Pod's event keeps of its status (`reconciler.pod_info` reads these and the
@@ -130,7 +138,7 @@ def stripping(stream: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
             if close is not None:
                 await close()
 
-    setattr(stripped, _MARK, True)
+    setattr(stripped, _MARK, stream)
     return stripped
 
 
@@ -141,22 +149,50 @@ def release_handled(event: Any) -> None:
         obj.clear()
 
 
-def releasing(processor: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
-    """`processor` (kopf's handling of one watch event), then the event's object released."""
+def superseded(raw_event: Any, stream_pressure: asyncio.Event | None) -> bool:
+    """True when a newer event of the same object is already queued and this one is not a deletion.
 
-    async def process(*args: Any, raw_event: Any, **kwargs: Any) -> Any:
+    kopf's watcher sets an object's `stream_pressure` as it queues an event in the object's backlog,
+    and the object's worker clears it when it takes the last one: set while a worker holds an event
+    means a newer one waits behind it. (Or, as the operator stops, kopf's end-of-stream marker:
+    then the last event goes unhandled, with nothing left to act on it anyway.)
+    """
+    return stream_pressure is not None and stream_pressure.is_set() and _type_of(raw_event) != "DELETED"
+
+
+def _type_of(event: Any) -> Any:
+    return event.get("type") if isinstance(event, dict) else None
+
+
+def _count_nothing(kind: str) -> None:
+    pass
+
+
+def releasing(
+    processor: Callable[..., Coroutine[Any, Any, Any]], on_superseded: Callable[[str], None] = _count_nothing
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """`processor` (kopf's handling of one watch event) unless the event is `superseded` (then
+    `on_superseded` is told the object's kind), and the event's object released after either."""
+
+    async def process(
+        *args: Any, raw_event: Any, stream_pressure: asyncio.Event | None = None, **kwargs: Any
+    ) -> Any:
         try:
-            return await processor(*args, raw_event=raw_event, **kwargs)
+            if superseded(raw_event, stream_pressure):
+                on_superseded(str((_object_of(raw_event) or {}).get("kind")))
+                return None  # nothing patched: kopf expects no new resource version
+            return await processor(*args, raw_event=raw_event, stream_pressure=stream_pressure, **kwargs)
         finally:
             release_handled(raw_event)
 
-    setattr(process, _MARK, True)
+    setattr(process, _MARK, processor)
     return process
 
 
-def install() -> None:
-    """Wraps kopf's watch stream and event processing once; call before kopf starts watching."""
-    if not getattr(watching.infinite_watch, _MARK, False):
+def install(on_superseded: Callable[[str], None] = _count_nothing) -> None:
+    """Wraps kopf's watch stream once and its event processing (again, for this `on_superseded`);
+    call before kopf starts watching."""
+    if getattr(watching.infinite_watch, _MARK, None) is None:
         watching.infinite_watch = stripping(watching.infinite_watch)
-    if not getattr(processing.process_resource_event, _MARK, False):
-        processing.process_resource_event = releasing(processing.process_resource_event)
+    kopfs = getattr(processing.process_resource_event, _MARK, processing.process_resource_event)
+    processing.process_resource_event = releasing(kopfs, on_superseded)
