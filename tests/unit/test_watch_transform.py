@@ -340,16 +340,24 @@ def pod(phase: str, uid: str = "pod-uid", kind: str = "MODIFIED", **meta: Any) -
     return e
 
 
-def watch_with_kopf(events: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str], list[str]]:
+def watch_with_kopf(
+    events: list[dict[str, Any]], *, one_at_a_time: bool = False
+) -> tuple[dict[str, Any], list[str], list[str]]:
     """kopf's own watcher, per-object workers and processing (with an index handler on Pods) over
-    `events`, delivered as one burst the way a watch stream brings a wake; returns the index, the
-    phases the handler saw and the kinds of the events left for a newer one."""
+    `events`, delivered as one burst the way a watch stream brings a wake, or each only once the
+    handler is busy with the one before; returns the index, the phases the handler saw and the
+    kinds of the events left for a newer one."""
     registry = kopf.OperatorRegistry()
     handled: list[str] = []
+    busy, next_arrived = asyncio.Event(), asyncio.Event()
 
     @kopf.index("", "v1", "pods", registry=registry, id="phases")
     async def phases(name: str, status: kopf.Status, **_: Any) -> dict[str, Any]:
         handled.append(str(status.get("phase")))
+        if one_at_a_time and len(handled) < len(events):
+            busy.set()
+            await next_arrived.wait()  # the next event is queued while this one is handled
+            next_arrived.clear()
         return {name: status.get("phase")}
 
     indexers = indexing.OperatorIndexers()
@@ -360,8 +368,13 @@ def watch_with_kopf(events: list[dict[str, Any]]) -> tuple[dict[str, Any], list[
     left: list[str] = []
 
     async def burst(**_: Any) -> AsyncIterator[Any]:
-        for e in events:
+        for i, e in enumerate(events):
+            if one_at_a_time and i:
+                await busy.wait()
+                busy.clear()
             yield e
+            if one_at_a_time and i:
+                next_arrived.set()  # the watcher has queued it by now
         # A watch goes on after a burst; its end queues kopf's end-of-stream marker behind the
         # last event, which would then look superseded (only ever as the operator stops).
         await asyncio.sleep(0.5)
@@ -410,7 +423,15 @@ def test_a_deletion_is_always_handled_and_other_objects_are_not_superseded_by_ea
     assert handled == ["Running"] and left == ["Pod"]
 
 
-def test_events_that_arrive_one_at_a_time_are_each_handled() -> None:
+def test_an_event_that_arrives_while_the_one_before_is_handled_leaves_that_one_handled() -> None:
+    index, handled, left = watch_with_kopf(
+        [pod("Pending"), pod("Running"), pod("Failed")], one_at_a_time=True
+    )
+    assert handled == ["Pending", "Running", "Failed"] and left == []
+    assert index == {"train-0": ["Failed"]}
+
+
+def test_an_event_with_nothing_newer_queued_is_handled() -> None:
     handled: list[str] = []
 
     async def processor(*, raw_event: dict[str, Any], **_: Any) -> None:
@@ -418,10 +439,11 @@ def test_events_that_arrive_one_at_a_time_are_each_handled() -> None:
 
     async def run() -> None:
         wrapped = watch_transform.releasing(processor)
-        quiet = asyncio.Event()  # kopf's worker cleared it: nothing newer queued
-        for phase in ("Pending", "Running"):
-            await wrapped(raw_event=pod(phase), stream_pressure=quiet)
-        await wrapped(raw_event=pod("Failed"))  # kopf's tests and observers pass no pressure
+        quiet = asyncio.Event()  # as kopf's worker leaves it when the backlog is empty
+        await wrapped(raw_event=pod("Pending"), stream_pressure=quiet)
+        await wrapped(raw_event=pod("Running"))  # kopf's tests and observers pass no pressure
+        quiet.set()
+        await wrapped(raw_event=pod("Failed", kind="DELETED"), stream_pressure=quiet)
 
     asyncio.run(run())
     assert handled == ["Pending", "Running", "Failed"]

@@ -154,8 +154,9 @@ def superseded(raw_event: Any, stream_pressure: asyncio.Event | None) -> bool:
 
     kopf's watcher sets an object's `stream_pressure` as it queues an event in the object's backlog,
     and the object's worker clears it when it takes the last one: set while a worker holds an event
-    means a newer one waits behind it. (Or, as the operator stops, kopf's end-of-stream marker:
-    then the last event goes unhandled, with nothing left to act on it anyway.)
+    means a newer one waits behind it. (Or, when a watcher stops, as the operator or its term
+    does, its end-of-stream marker: then an event still queued behind a busy worker goes unhandled,
+    with nothing left to act on it; the next term lists every object afresh.)
     """
     return stream_pressure is not None and stream_pressure.is_set() and _type_of(raw_event) != "DELETED"
 
