@@ -152,7 +152,7 @@ def api_client(host: str, connections: int) -> client.ApiClient:
 
 
 async def test_no_more_requests_than_slots_are_in_flight_and_all_of_them_are_sent() -> None:
-    # A zone wake's thousand Job patches wait in Kube, unbuilt, not in the HTTP client's queue.
+    # A zone wake's thousand Job patches wait in Kube, so the client's other connections stay free.
     async with held() as (server, host):
         api = api_client(host, connections=8)
         try:
