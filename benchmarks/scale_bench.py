@@ -465,15 +465,22 @@ def operator_launcher(
     api_connections: int | None = None,
     worker_idle_s: float | None = None,
     every_event: bool = False,
+    no_scrape: bool = False,
 ) -> list[str]:
     """The command that starts the operator's CLI, as shipped or with a variant to compare against:
     CarbonAwareJob bodies' strings unshared (the baseline for the watch transform's sharing),
     another limit on gridwise's own connections to the API server, another idle timeout for
-    kopf's per-object workers, or every watch event handled (none left for a newer one)."""
+    kopf's per-object workers, every watch event handled (none left for a newer one), or no
+    trainer scraped (each tick's scrape answers "no trainer" at once)."""
     prelude = UNSHARED if unshared_strings else ""
     if every_event:
         prelude += (
             "from gridwise.k8s import watch_transform; watch_transform.superseded = lambda e, p: False; "
+        )
+    if no_scrape:
+        prelude += (
+            "import asyncio; from gridwise.k8s import reconciler; "
+            "reconciler.scrape = lambda *a: asyncio.sleep(0); "
         )
     if api_connections is not None:
         prelude += f"from gridwise.k8s import credentials; credentials.API_CONNECTIONS = {api_connections}; "
@@ -531,6 +538,12 @@ def main() -> int:
         help="run the operator handling every watch event, also those a newer event of the same "
         "object has superseded: the baseline for the watch transform's skipping of them (issue 12)",
     )
+    ap.add_argument(
+        "--no-scrape",
+        action="store_true",
+        help="run the operator without scraping its trainers (every job's progress and energy "
+        "estimated): what the scrape before each decision costs a zone wake (issue 12)",
+    )
     ap.add_argument("--json-out", type=Path, help="also write the result here")
     args = ap.parse_args()
     if args.api_connections is not None and args.api_connections < 1:
@@ -572,7 +585,11 @@ def main() -> int:
         op = subprocess.Popen(
             [
                 *operator_launcher(
-                    args.unshared_strings, args.api_connections, args.worker_idle_seconds, args.every_event
+                    args.unshared_strings,
+                    args.api_connections,
+                    args.worker_idle_seconds,
+                    every_event=args.every_event,
+                    no_scrape=args.no_scrape,
                 ),
                 "operator", "run",
                 "--kubeconfig", str(cp.operator_kubeconfig()),
@@ -650,6 +667,7 @@ def main() -> int:
             "api_connections": args.api_connections or "as shipped",
             "worker_idle_seconds": args.worker_idle_seconds or "as shipped",
             "superseded_events": "handled (baseline)" if args.every_event else "skipped (shipped)",
+            "trainer_scrape": "none (variant)" if args.no_scrape else "as shipped",
             "operator": {
                 "reached": len(watch.first_done),
                 "p50_s": round(p50, 2) if p50 is not None else None,
