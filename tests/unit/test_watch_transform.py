@@ -431,7 +431,7 @@ def test_an_event_that_arrives_while_the_one_before_is_handled_leaves_that_one_h
     assert index == {"train-0": ["Failed"]}
 
 
-def test_an_event_with_nothing_newer_queued_is_handled() -> None:
+def test_an_event_is_handled_with_nothing_newer_queued_without_pressure_or_as_a_deletion() -> None:
     handled: list[str] = []
 
     async def processor(*, raw_event: dict[str, Any], **_: Any) -> None:
@@ -442,7 +442,7 @@ def test_an_event_with_nothing_newer_queued_is_handled() -> None:
         quiet = asyncio.Event()  # as kopf's worker leaves it when the backlog is empty
         await wrapped(raw_event=pod("Pending"), stream_pressure=quiet)
         await wrapped(raw_event=pod("Running"))  # kopf's tests and observers pass no pressure
-        quiet.set()
+        quiet.set()  # something newer is queued: a deletion is still handled
         await wrapped(raw_event=pod("Failed", kind="DELETED"), stream_pressure=quiet)
 
     asyncio.run(run())
