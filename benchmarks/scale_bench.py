@@ -544,6 +544,12 @@ def main() -> int:
         help="run the operator without scraping its trainers (every job's progress and energy "
         "estimated): what the scrape before each decision costs a zone wake (issue 12)",
     )
+    ap.add_argument(
+        "--pause-write-hold-seconds",
+        type=float,
+        help="passed to the operator: how long status writes wait for a mass pause's pods to be "
+        "counted out (default: as shipped; 0, the baseline: status written as each job is paused)",
+    )
     ap.add_argument("--json-out", type=Path, help="also write the result here")
     args = ap.parse_args()
     if args.api_connections is not None and args.api_connections < 1:
@@ -582,6 +588,11 @@ def main() -> int:
         change_wall = anchor + lead
         op_log = (work / "operator.log").open("wb")
         http_port = free_port()
+        hold = (
+            []
+            if args.pause_write_hold_seconds is None
+            else ["--pause-write-hold-seconds", str(args.pause_write_hold_seconds)]
+        )
         op = subprocess.Popen(
             [
                 *operator_launcher(
@@ -598,6 +609,7 @@ def main() -> int:
                 "--tick-seconds", str(args.tick_seconds),
                 "--clock", "replay", "--clock-start", start.isoformat(), "--clock-speed", "1",
                 "--clock-anchor", str(anchor), "--signal-ttl-seconds", "5", "--log-level", "WARNING",
+                *hold,
             ],
             stdout=op_log,
             stderr=subprocess.STDOUT,
@@ -668,6 +680,9 @@ def main() -> int:
             "worker_idle_seconds": args.worker_idle_seconds or "as shipped",
             "superseded_events": "handled (baseline)" if args.every_event else "skipped (shipped)",
             "trainer_scrape": "none (variant)" if args.no_scrape else "as shipped",
+            "pause_write_hold_seconds": (
+                "as shipped" if args.pause_write_hold_seconds is None else args.pause_write_hold_seconds
+            ),
             "operator": {
                 "reached": len(watch.first_done),
                 "p50_s": round(p50, 2) if p50 is not None else None,

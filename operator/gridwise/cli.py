@@ -13,6 +13,7 @@ from datetime import datetime
 from gridwise import __version__
 from gridwise.clock import Clock, ReplayClock, SystemClock, parse_utc
 from gridwise.demo import add_parser as add_demo
+from gridwise.k8s.drains import HOLD_S
 from gridwise.simulate.cli import add_parser as add_simulate
 
 EPILOG_OPERATOR = """\
@@ -52,6 +53,16 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
     return value
 
 
@@ -100,6 +111,16 @@ def _add_operator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "wall seconds between safety-net reconciles of a job (default 30); grid changes, planned"
             " changes and Job or pod events act at once, and with many jobs the net stretches to at"
             " most 20 reconciles a second in all"
+        ),
+    )
+    run.add_argument(
+        "--pause-write-hold-seconds",
+        type=_non_negative,
+        default=HOLD_S,
+        help=(
+            f"status writes and Events wait while pods of jobs just paused are still being stopped,"
+            f" at most this long (default {HOLD_S:g}; 0: never): in a mass pause the cluster stops"
+            " the pods first"
         ),
     )
     run.add_argument(
@@ -186,6 +207,7 @@ def _run_operator(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         namespaces=args.namespace,
         tick_seconds=args.tick_seconds,
+        pause_write_hold_s=args.pause_write_hold_seconds,
         clock=build_clock(args.clock, args.clock_start, args.clock_speed, args.clock_anchor),
         http_host=args.http_host,
         http_port=args.http_port,

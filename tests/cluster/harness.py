@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -232,6 +233,41 @@ def wait_for(
         time.sleep(interval)
     extra = f"\n--- operator log ---\n{log()}" if log else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}")
+
+
+class Revisions:
+    """`kubectl get KIND NAME -w`: each change's resourceVersion and the fields `jsonpath` prints.
+
+    On one etcd a resourceVersion is the store's revision, so two objects' changes can be put in
+    the order the API server committed them, which no pair of clocks could do as precisely.
+    """
+
+    def __init__(self, cluster: Cluster, namespace: str, kind: str, name: str, jsonpath: str) -> None:
+        template = 'jsonpath={.metadata.resourceVersion}{" "}' + jsonpath + '{"\\n"}'
+        args = ["-n", namespace, "get", kind, name, "-w", "--output-watch-events=false", "-o", template]
+        self.lines: list[tuple[int, list[str]]] = []
+        self._proc = subprocess.Popen(
+            [cluster.tool("kubectl"), "--kubeconfig", str(cluster.kubeconfig), *args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            rv, *fields = line.split()
+            self.lines.append((int(rv), fields))
+
+    def first(self, holds: Callable[[list[str]], bool]) -> int | None:
+        """The revision of the first change whose printed fields `holds`."""
+        return next((rv for rv, fields in list(self.lines) if holds(fields)), None)
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=10)
+        self._thread.join(timeout=10)
 
 
 def events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from gridwise.devcluster import Cluster
 from tests.cluster.harness import (
     REPLAY_START,
     OperatorProcess,
+    Revisions,
     caj_manifest,
     get_json,
     replay_trace,
@@ -88,12 +89,27 @@ def test_a_grid_change_is_acted_on_at_once_not_at_the_next_poll(
              timeout=LEAD_S, log=op.log_tail)  # fmt: skip
     change_wall = anchor + LEAD_S
     assert time.time() < change_wall, "the job started too late for the test to mean anything"
-    wait_for("the pause", lambda: _suspended(cluster, namespace, "react") is True,
-             timeout=change_wall - time.time() + 8, interval=0.1, log=op.log_tail)  # fmt: skip
-    reacted = time.time() - change_wall
-    assert reacted < 8, f"paused {reacted:.1f}s after the grid changed (safety tick {SAFETY_TICK_S:.0f}s)"
+    jobs = Revisions(cluster, namespace, "job", "react", '{.spec.suspend}{" "}{.status.active}')
+    cajs = Revisions(cluster, namespace, "caj", "react", "{.status.phase}")
+    try:
+        wait_for("the pause", lambda: _suspended(cluster, namespace, "react") is True,
+                 timeout=change_wall - time.time() + 8, interval=0.1, log=op.log_tail)  # fmt: skip
+        reacted = time.time() - change_wall
+        assert reacted < 8, f"paused {reacted:.1f}s after the grid changed (safety tick {SAFETY_TICK_S:.0f}s)"
+        wait_for("the Paused status", lambda: cajs.first(lambda f: f == ["Paused"]) is not None,
+                 timeout=20, log=op.log_tail)  # fmt: skip
+    finally:
+        jobs.close()
+        cajs.close()
     wakes = [ln for ln in op.metrics().splitlines() if ln.startswith("gridwise_zone_wakes_total")]
     assert wakes and float(wakes[0].split()[-1]) >= 1, op.metrics()
+    # The status is written once the Job controller counts no active pod: in a mass pause the
+    # cluster stops pods before it takes a thousand status writes (drains.py).
+    drained = jobs.first(lambda f: f == ["true"])
+    running = jobs.first(lambda f: f == ["false", "1"])
+    paused = cajs.first(lambda f: f == ["Paused"])
+    assert running is not None and drained is not None and paused is not None, jobs.lines
+    assert drained < paused, (jobs.lines, cajs.lines)
 
 
 def test_a_planned_resume_happens_at_its_time(

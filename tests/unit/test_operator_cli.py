@@ -34,3 +34,25 @@ def test_demo_refuses_a_bad_start_before_starting_anything(capsys: pytest.Captur
 
     with pytest.raises(SystemExit, match=r"--start 'noon' is not an ISO 8601 time"):
         main(["demo", "--start", "noon"])
+
+
+def test_pause_write_hold_flag_reaches_the_operator_config(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gridwise.k8s.runtime as runtime
+    from gridwise.cli import build_parser, main
+    from gridwise.k8s.drains import HOLD_S
+
+    seen: list[runtime.OperatorConfig] = []
+
+    async def fake_run(config: runtime.OperatorConfig, stop: Any = None) -> None:
+        seen.append(config)
+
+    monkeypatch.setattr(runtime, "run_operator", fake_run)
+    assert main(["operator", "run"]) == 0 and seen[-1].pause_write_hold_s == HOLD_S
+    assert main(["operator", "run", "--pause-write-hold-seconds", "0"]) == 0
+    assert seen[-1].pause_write_hold_s == 0.0, "0 turns the hold off"
+    for bad in ("-1", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["operator", "run", "--pause-write-hold-seconds", bad])
+        assert "--pause-write-hold-seconds" in capsys.readouterr().err

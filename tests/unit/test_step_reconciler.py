@@ -303,6 +303,39 @@ async def test_a_status_write_waits_for_other_jobs_decisions_only_so_long(env: A
     await stuck
 
 
+async def test_a_pause_writes_status_once_the_controller_counted_its_pods_out(env: Any) -> None:
+    """In a mass pause the cluster stops pods first; status writes (and Events) follow (drains.py)."""
+    reconciler, kube, clock = env
+    holding = Reconciler(reconciler.ctx, backoff_s=0.0, pause_write_hold_s=30.0)
+    first = {name: (await holding.tick(body(name=name))).status for name in ("a", "b")}
+    for job in kube.jobs.values():
+        job["spec"]["suspend"] = False
+        job["status"] = {"active": 1}
+    clock.advance(60)
+    kube.calls.clear()
+    ticks = [asyncio.create_task(holding.tick(body(first[n], name=n))) for n in ("a", "b")]
+    await asyncio.sleep(0.05)
+    assert kube.calls == [("patch_job", "a"), ("patch_job", "b")], "both paused, no status written yet"
+    holding.drains.seen(("ns", "a"), {"spec": {"suspend": True}, "status": {}})
+    holding.drains.seen(("ns", "b"), {"spec": {"suspend": True}, "status": {"active": 1}})
+    await asyncio.sleep(0.05)
+    assert kube.calls[2:] == [], "b's pods are still counted: every write waits"
+    holding.drains.seen(("ns", "b"), {"spec": {"suspend": True}, "status": {}})
+    results = await asyncio.wait_for(asyncio.gather(*ticks), timeout=2.0)
+    assert all(r.written and r.status["phase"] == "Paused" for r in results)
+    assert sorted(kube.calls[2:]) == [("status", "a"), ("status", "b")]
+
+
+async def test_a_status_write_waits_for_a_pause_that_never_drains_only_the_hold(env: Any) -> None:
+    reconciler, kube, clock = env
+    holding = Reconciler(reconciler.ctx, backoff_s=0.0, pause_write_hold_s=0.2)
+    first = (await holding.tick(body())).status
+    kube.jobs["j"]["spec"]["suspend"] = False
+    clock.advance(60)
+    result = await asyncio.wait_for(holding.tick(body(first)), timeout=2.0)
+    assert result.written and kube.calls[-1] == ("status", "j"), "no Job event came; the status still goes"
+
+
 async def test_after_a_gap_a_pod_is_booked_from_when_it_started_running(env: Any) -> None:
     # The last status was written while the pod was Pending; the operator was then away for 40
     # minutes (a restart, an API server outage). The pod says it has run since minute 30: ten

@@ -158,7 +158,9 @@ def register(
     async def owned_jobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         # A change of the owned Job (created, suspended, finished, deleted) is news for its owner.
         wake_soon((namespace or "", name))
-        return {(namespace, name): slim_job(body)}
+        slim = slim_job(body)
+        reconciler.drains.seen((namespace or "", name), slim)  # its pods counted out: writes may go
+        return {(namespace, name): slim}
 
     @kopf.index("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER}, registry=registry, id="job_pods")
     async def job_pods(
@@ -197,5 +199,6 @@ def register(
         reconciler.ctx.metrics.jobs.forget(namespace or "", name)
         reconciler.ctx.board.forget(namespace or "", name)
         reconciler.forget(uid or "")
+        reconciler.drains.forget((namespace or "", job_name(name)))
         wakeups.forget((namespace or "", name))
         generations.pop((namespace or "", name), None)

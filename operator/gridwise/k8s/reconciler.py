@@ -41,6 +41,7 @@ from gridwise.clock import Clock
 from gridwise.job_signal import JobSignal, SignalBoard
 from gridwise.k8s.actuator import ANNOTATION_GENERATION, ANNOTATION_SHAPE, Actuator, shape_of
 from gridwise.k8s.builders import METRICS_PORT, is_elastic, job_name
+from gridwise.k8s.drains import PauseDrains
 from gridwise.k8s.kube import Kube
 from gridwise.metrics import JobView, OperatorMetrics
 from gridwise.progress import SCRAPE_SLOTS, SilentPods, scrape
@@ -258,10 +259,13 @@ class Reconciler:
         max_backoff_s: float = 300.0,
         write_policy: WritePolicy | None = None,
         act_first_s: float = 5.0,
+        pause_write_hold_s: float = 0.0,
     ) -> None:
         """`backoff_s` doubles per consecutive transient failure of one object, up to `max_backoff_s`.
 
         `act_first_s`: how long a status write waits for other jobs' Job changes still being decided.
+        `pause_write_hold_s`: how long it then waits for pauses' pods to be counted out (drains.py);
+        0 without a Job watch to report them (`drains.seen`).
         """
         self.ctx = ctx
         # When a zone wakes a thousand jobs at once, their Job patches (what pauses the pods) go
@@ -271,6 +275,7 @@ class Reconciler:
         self._acted = asyncio.Event()
         self._acted.set()
         self._act_first_s = act_first_s
+        self.drains = PauseDrains(pause_write_hold_s)
         self._silent = SilentPods()  # pods whose scrape timed out are not asked again for a while
         self._scrape_slots = asyncio.Semaphore(SCRAPE_SLOTS)
         self.write_policy = write_policy or WritePolicy()
@@ -372,6 +377,7 @@ class Reconciler:
         else:
             failing = res.uid in self._write_failure
             await self._after_pending_acts()
+            await self.drains.settled()
             written = await self._write(res, result.status, status_patch(written_status, result.status))
             if written:
                 self.ctx.metrics.status_writes.labels(reason=why).inc()
@@ -446,6 +452,8 @@ class Reconciler:
                 scaled = await self.actuator.apply(body, result.spec, res.generation, result.change)
                 if scaled:
                     self._expected[res.uid] = (scaled, time.monotonic() + EXPECT_S)
+                    if scaled.get("suspend") is True:
+                        self.drains.started((res.namespace, job_name(res.name)))
                 elif any(a.kind in (CREATE, DELETE) for a in result.change):
                     self._expected.pop(res.uid, None)
             except Exception as exc:

@@ -37,6 +37,7 @@ from gridwise.job_signal import SignalBoard
 from gridwise.k8s import watch_transform
 from gridwise.k8s.builders import METRICS_PORT
 from gridwise.k8s.credentials import Credentials
+from gridwise.k8s.drains import HOLD_S
 from gridwise.k8s.handlers import register
 from gridwise.k8s.kube import Kube
 from gridwise.k8s.lease import CannotLead, KubeLeaseAPI, LeaderElector, LeaseTiming
@@ -56,6 +57,7 @@ class OperatorConfig:
     kubeconfig: str | None = None  # None: in-cluster, else $KUBECONFIG
     namespaces: list[str] = field(default_factory=list)  # empty: cluster-wide
     tick_seconds: float = 30.0
+    pause_write_hold_s: float = HOLD_S  # drains.py: status writes wait for a mass pause's pods
     clock: Clock = field(default_factory=SystemClock)
     http_host: str = "0.0.0.0"
     http_port: int = 8080
@@ -253,7 +255,12 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
     superseded = shared.metrics.watch_events_superseded
     watch_transform.install(on_superseded=lambda kind: superseded.labels(kind=kind).inc())
     wakeups = Wakeups(config.clock, shared.signals, on_zone_wake=shared.metrics.zone_wakes.inc)
-    register(registry, Reconciler(ctx), wakeups, tick_seconds=config.tick_seconds)
+    register(
+        registry,
+        Reconciler(ctx, pause_write_hold_s=config.pause_write_hold_s),
+        wakeups,
+        tick_seconds=config.tick_seconds,
+    )
 
     @kopf.on.startup(registry=registry)
     def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:

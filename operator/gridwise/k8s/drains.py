@@ -1,0 +1,74 @@
+"""Jobs this process paused whose pods the Job controller has not yet counted out.
+
+A zone wake pauses a thousand jobs at once. What stops their pods is the Job patch, then the Job
+controller deleting the pods and reporting `active: 0`, on the same API server, etcd and two cores
+as everything else. Each job's status write and its Events are news for readers, not for the
+pods: written in the middle of that, they would make the cluster take a thousand more writes
+(and stream them back to every watcher) while it is still stopping pods. So status writes wait
+until every pause this process began has drained, or at most `hold_s`: a mass pause's status
+lags by that much, and a single pause's by the time its own pods take to be counted out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+JobKey = tuple[str, str]  # (namespace, Job name)
+HOLD_S = 30.0
+
+
+def drained(job: Mapping[str, Any]) -> bool:
+    """The Job is suspended and its controller counts no active pod (terminating ones are not)."""
+    return (job.get("spec") or {}).get("suspend") is True and not (job.get("status") or {}).get("active")
+
+
+class PauseDrains:
+    """Pauses in flight, and a wait for all of them that never lasts longer than `hold_s`."""
+
+    def __init__(self, hold_s: float = HOLD_S, now: Callable[[], float] = time.monotonic) -> None:
+        self.hold_s = hold_s
+        self._now = now
+        self._since: dict[JobKey, float] = {}  # when each pause was patched (monotonic)
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+    def started(self, key: JobKey) -> None:
+        """The Job was just patched to suspend: its pods are still being stopped."""
+        if self.hold_s <= 0:
+            return
+        self._since[key] = self._now()
+        self._empty.clear()
+
+    def seen(self, key: JobKey, job: Mapping[str, Any]) -> None:
+        """A watch event of the Job: the pause has drained once the controller counts no pod."""
+        if key in self._since and drained(job):
+            self.forget(key)
+
+    def forget(self, key: JobKey) -> None:
+        self._since.pop(key, None)
+        if not self._since:
+            self._empty.set()
+
+    def _expire(self) -> float:
+        """Drops pauses older than `hold_s` (a Job deleted meanwhile, a controller down); returns
+        the seconds until the youngest left expires."""
+        now = self._now()
+        for key in [k for k, t in self._since.items() if now - t >= self.hold_s]:
+            self.forget(key)
+        return max((t + self.hold_s - now for t in self._since.values()), default=0.0)
+
+    async def settled(self) -> None:
+        """Until no pause is draining, at most `hold_s` from now."""
+        left = self._expire()
+        if left <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), timeout=min(left, self.hold_s))
+        self._expire()
