@@ -46,22 +46,23 @@ def _parse_start(text: str) -> datetime:
         ) from exc
 
 
-def _positive(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
-    if value <= 0:
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if not value > 0:  # NaN compares false both ways
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
 
 
 def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
-    if not value >= 0:  # NaN too
+    value = _number(text)
+    if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
     return value
 

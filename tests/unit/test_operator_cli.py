@@ -52,7 +52,9 @@ def test_pause_write_hold_flag_reaches_the_operator_config(
     assert main(["operator", "run"]) == 0 and seen[-1].pause_write_hold_s == HOLD_S
     assert main(["operator", "run", "--pause-write-hold-seconds", "0"]) == 0
     assert seen[-1].pause_write_hold_s == 0.0, "0 turns the hold off"
-    for bad in ("-1", "nan", "soon"):
+    for flag, bad in [("--pause-write-hold-seconds", v) for v in ("-1", "nan", "soon")] + [
+        ("--tick-seconds", v) for v in ("0", "nan")
+    ]:
         with pytest.raises(SystemExit):
-            build_parser().parse_args(["operator", "run", "--pause-write-hold-seconds", bad])
-        assert "--pause-write-hold-seconds" in capsys.readouterr().err
+            build_parser().parse_args(["operator", "run", flag, bad])
+        assert flag in capsys.readouterr().err
