@@ -269,14 +269,21 @@ async def test_each_tick_records_the_reading_it_decided_with_for_the_trainer(env
     assert later.status["carbonIntensity"]["gramsPerKWh"] == 150
 
 
+async def _two_running(reconciler: Reconciler, kube: FakeKube, clock: ManualClock) -> dict[str, Any]:
+    """Jobs a and b created, then both running (as after a clean spell) on a grid now dirty."""
+    first = {name: (await reconciler.tick(body(name=name))).status for name in ("a", "b")}
+    for job in kube.jobs.values():
+        job["spec"]["suspend"] = False
+        job["status"] = {"active": 1}
+    clock.advance(60)
+    kube.calls.clear()
+    return first
+
+
 async def test_a_wakes_job_patches_go_before_its_status_writes(env: Any) -> None:
     """A zone wake pauses many jobs: no status write may queue in front of a Job patch still coming."""
     reconciler, kube, clock = env
-    first = {name: (await reconciler.tick(body(name=name))).status for name in ("a", "b")}
-    for job in kube.jobs.values():
-        job["spec"]["suspend"] = False  # both running, as after a clean spell; the grid is dirty
-    clock.advance(60)
-    kube.calls.clear()
+    first = await _two_running(reconciler, kube, clock)
     kube.hold["a"] = asyncio.Event()  # a's tick is still deciding (its Job read is slow)
     ticks = [asyncio.create_task(reconciler.tick(body(first[n], name=n))) for n in ("a", "b")]
     await asyncio.sleep(0.05)
@@ -291,10 +298,7 @@ async def test_a_wakes_job_patches_go_before_its_status_writes(env: Any) -> None
 async def test_a_status_write_waits_for_other_jobs_decisions_only_so_long(env: Any) -> None:
     reconciler, kube, clock = env
     quick = Reconciler(reconciler.ctx, backoff_s=0.0, act_first_s=0.05)
-    first = {name: (await quick.tick(body(name=name))).status for name in ("a", "b")}
-    for job in kube.jobs.values():
-        job["spec"]["suspend"] = False
-    clock.advance(60)
+    first = await _two_running(quick, kube, clock)
     kube.hold["a"] = asyncio.Event()  # a never finishes deciding in this test's time
     stuck = asyncio.create_task(quick.tick(body(first["a"], name="a")))
     result = await asyncio.wait_for(quick.tick(body(first["b"], name="b")), timeout=2.0)
@@ -307,12 +311,7 @@ async def test_a_pause_writes_status_once_the_controller_counted_its_pods_out(en
     """In a mass pause the cluster stops pods first; status writes (and Events) follow (drains.py)."""
     reconciler, kube, clock = env
     holding = Reconciler(reconciler.ctx, backoff_s=0.0, pause_write_hold_s=30.0)
-    first = {name: (await holding.tick(body(name=name))).status for name in ("a", "b")}
-    for job in kube.jobs.values():
-        job["spec"]["suspend"] = False
-        job["status"] = {"active": 1}
-    clock.advance(60)
-    kube.calls.clear()
+    first = await _two_running(holding, kube, clock)
     ticks = [asyncio.create_task(holding.tick(body(first[n], name=n))) for n in ("a", "b")]
     await asyncio.sleep(0.05)
     assert kube.calls == [("patch_job", "a"), ("patch_job", "b")], "both paused, no status written yet"
@@ -360,7 +359,7 @@ async def test_after_a_gap_a_finished_job_is_booked_until_it_finished(env: Any) 
     # The pod ran at the last written status; the operator was away for 40 minutes and the Job
     # completed 10 minutes in. Ten minutes drew power, not the twenty that half the gap would give.
     reconciler, kube, clock = env
-    agnostic = {"policy": {"type": "agnostic"}}
+    agnostic: dict[str, Any] = {"policy": {"type": "agnostic"}}
     first = await reconciler.tick(body(**agnostic))
     kube.jobs["j"]["spec"]["suspend"] = False
     pod = PodInfo("j-0", "Running", None, False, running_since=T0.timestamp())
