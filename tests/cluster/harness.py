@@ -257,8 +257,9 @@ class Revisions:
     def _read(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
-            rv, *fields = line.split()
-            self.lines.append((int(rv), fields))
+            if line.strip():
+                rv, *fields = line.split()
+                self.lines.append((int(rv), fields))
 
     def first(self, holds: Callable[[list[str]], bool]) -> int | None:
         """The revision of the first change whose printed fields `holds`."""
