@@ -70,5 +70,5 @@ class PauseDrains:
         if left <= 0:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._empty.wait(), timeout=min(left, self.hold_s))
+            await asyncio.wait_for(self._empty.wait(), timeout=left)  # never more than hold_s
         self._expire()
