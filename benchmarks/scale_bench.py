@@ -466,12 +466,14 @@ def operator_launcher(
     worker_idle_s: float | None = None,
     every_event: bool = False,
     no_scrape: bool = False,
+    scrape_in_wakes: bool = False,
 ) -> list[str]:
     """The command that starts the operator's CLI, as shipped or with a variant to compare against:
     CarbonAwareJob bodies' strings unshared (the baseline for the watch transform's sharing),
     another limit on gridwise's own connections to the API server, another idle timeout for
-    kopf's per-object workers, every watch event handled (none left for a newer one), or no
-    trainer scraped (each tick's scrape answers "no trainer" at once)."""
+    kopf's per-object workers, every watch event handled (none left for a newer one), no
+    trainer scraped (each tick's scrape answers "no trainer" at once), or every pod scraped in
+    a zone wake too, also those that did not answer last time."""
     prelude = UNSHARED if unshared_strings else ""
     if every_event:
         prelude += (
@@ -482,6 +484,8 @@ def operator_launcher(
             "import asyncio; from gridwise.k8s import reconciler; "
             "reconciler.scrape = lambda *a: asyncio.sleep(0); "
         )
+    if scrape_in_wakes:
+        prelude += "from gridwise.k8s import reconciler; reconciler.BUSY_TICKS = 10**9; "
     if api_connections is not None:
         prelude += f"from gridwise.k8s import credentials; credentials.API_CONNECTIONS = {api_connections}; "
     if worker_idle_s is not None:
@@ -545,6 +549,12 @@ def main() -> int:
         "estimated): what the scrape before each decision costs a zone wake (issue 12)",
     )
     ap.add_argument(
+        "--scrape-in-wakes",
+        action="store_true",
+        help="run the operator asking every pod in a zone wake, also those whose last scrape got "
+        "no answer (kwok's pods never answer): the baseline for skipping them in a wake (issue 12)",
+    )
+    ap.add_argument(
         "--pause-write-hold-seconds",
         type=float,
         help="passed to the operator: how long status writes wait for a mass pause's pods to be "
@@ -601,6 +611,7 @@ def main() -> int:
                     args.worker_idle_seconds,
                     every_event=args.every_event,
                     no_scrape=args.no_scrape,
+                    scrape_in_wakes=args.scrape_in_wakes,
                 ),
                 "operator", "run",
                 "--kubeconfig", str(cp.operator_kubeconfig()),
@@ -679,7 +690,13 @@ def main() -> int:
             "api_connections": args.api_connections or "as shipped",
             "worker_idle_seconds": args.worker_idle_seconds or "as shipped",
             "superseded_events": "handled (baseline)" if args.every_event else "skipped (shipped)",
-            "trainer_scrape": "none (variant)" if args.no_scrape else "as shipped",
+            "trainer_scrape": (
+                "none (variant)"
+                if args.no_scrape
+                else "every pod, also in a wake (baseline)"
+                if args.scrape_in_wakes
+                else "as shipped"
+            ),
             "pause_write_hold_seconds": (
                 "as shipped" if args.pause_write_hold_seconds is None else args.pause_write_hold_seconds
             ),

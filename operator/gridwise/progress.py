@@ -111,18 +111,23 @@ def scrape_client(timeout_s: float = 1.0) -> httpx.AsyncClient:
 
 
 class SilentPods:
-    """Pod addresses whose last scrape timed out, left alone for `hold_s` (monotonic seconds).
+    """Which pods not to ask now: a timed-out one for `hold_s`, a refusing one while a wake is busy.
 
     A timeout costs the whole scrape timeout; a refused connection (a trainer still starting) is
     cheap and is tried again next tick, so its first progress is seen at once. When a zone wakes a
-    thousand jobs whose pods never answer, those timeouts would otherwise hold every decision.
+    thousand jobs whose pods never answer, those timeouts would otherwise hold every decision. In
+    such a wake (`busy`) even a cheap refusal is not cheap a thousand times over on two cores, and
+    the decision does not need a trainer that did not answer last time: it is asked the next tick.
     """
 
     def __init__(self, hold_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._hold_s, self._clock = hold_s, clock
         self._until: dict[str, float] = {}
+        self._unanswered: dict[str, float] = {}  # ip -> when its last scrape got no usable answer
 
-    def silent(self, ip: str) -> bool:
+    def silent(self, ip: str, busy: bool = False) -> bool:
+        if busy and ip in self._unanswered:
+            return True
         until = self._until.get(ip)
         if until is None:
             return False
@@ -133,9 +138,23 @@ class SilentPods:
 
     def timed_out(self, ip: str) -> None:
         self._until[ip] = self._clock() + self._hold_s
-        if len(self._until) > 65_536:  # pods come and go: drop the expired ones now and then
+        self.unanswered(ip)
+        if len(self._until) > MAX_REMEMBERED:  # pods come and go: drop the expired ones now and then
             now = self._clock()
             self._until = {k: v for k, v in self._until.items() if v > now}
+
+    def unanswered(self, ip: str) -> None:
+        now = self._clock()
+        self._unanswered[ip] = now
+        if len(self._unanswered) > MAX_REMEMBERED:  # keep the most recent half: old pods are gone
+            recent = sorted(self._unanswered.items(), key=lambda kv: kv[1])[-MAX_REMEMBERED // 2 :]
+            self._unanswered = dict(recent)
+
+    def answered(self, ip: str) -> None:
+        self._unanswered.pop(ip, None)
+
+
+MAX_REMEMBERED = 65_536  # pod addresses each memory of SilentPods keeps at most
 
 
 async def scrape(
@@ -144,28 +163,35 @@ async def scrape(
     port: int,
     silent: SilentPods | None = None,
     slots: asyncio.Semaphore | None = None,
+    busy: bool = False,
 ) -> TrainerSample | None:
     """Scrapes every worker at once; None when no worker gave a usable answer.
+
+    `busy` (a zone wake's burst of ticks) skips the pods that gave no usable answer last time.
 
     `slots` bounds the scrapes in flight across all jobs: httpx's pool matches every queued request
     against every connection, so a zone wake's thousand scrapes queued at once cost 40% of the
     operator's CPU in that matching alone (py-spy, 1,000 jobs) and held back every Job patch.
     """
     if silent is not None:
-        pod_ips = [ip for ip in pod_ips if not silent.silent(ip)]
+        pod_ips = [ip for ip in pod_ips if not silent.silent(ip, busy)]
     if not pod_ips:
         return None
 
     async def one(ip: str) -> tuple[float | None, float, dict[int, float]] | None:
         try:
             if slots is None:
-                return await _scrape_one(client, f"http://{ip}:{port}/metrics")
-            async with slots:
-                return await _scrape_one(client, f"http://{ip}:{port}/metrics")
+                result = await _scrape_one(client, f"http://{ip}:{port}/metrics")
+            else:
+                async with slots:
+                    result = await _scrape_one(client, f"http://{ip}:{port}/metrics")
         except (httpx.ConnectTimeout, httpx.ReadTimeout):
             if silent is not None:
                 silent.timed_out(ip)
             return None
+        if silent is not None:
+            (silent.unanswered if result is None else silent.answered)(ip)
+        return result
 
     results = await asyncio.gather(*(one(ip) for ip in pod_ips))
     good = [r for r in results if r is not None and r[0] is not None]

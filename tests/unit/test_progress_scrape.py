@@ -1,4 +1,5 @@
-"""Scraping trainers: a pod that times out is left alone a minute; a refused one is asked next tick."""
+"""Scraping trainers: a pod that times out is left alone a minute; a refused one is asked next tick,
+except in a zone wake's burst, which asks only pods that answered last time."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 import httpx
 
-from gridwise.progress import SilentPods, scrape, scrape_client
+from gridwise.progress import MAX_REMEMBERED, SilentPods, scrape, scrape_client
 
 METRICS = "gridwise_trainer_progress_ratio 0.25\ngridwise_trainer_gpu_energy_joules_total 12.0\n"
 
@@ -55,6 +56,23 @@ async def test_a_pod_that_times_out_is_not_asked_again_until_its_hold_ends() -> 
         assert sorted(asked) == ips, "after its hold the silent pod is asked again"
 
 
+async def test_in_a_wake_only_pods_that_answered_last_time_are_asked() -> None:
+    asked: list[str] = []
+    clock = Clock()
+    silent = SilentPods(hold_s=60.0, clock=clock)
+    ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+    async with client(asked) as c:
+        await scrape(c, ips[:3], 9400, silent)  # .4 is new: it has not been asked yet
+        asked.clear()
+        clock.t += 120  # the timed-out pod's hold is over
+        sample = await scrape(c, ips, 9400, silent, busy=True)
+        assert sample is not None and sample.progress == 0.25, "the answering trainer is still measured"
+        assert sorted(asked) == ["10.0.0.1", "10.0.0.4"], "the refusing and the silent pod wait"
+        asked.clear()
+        await scrape(c, ips, 9400, silent)
+        assert sorted(asked) == ips, "outside a wake every pod is asked again"
+
+
 async def test_without_a_memory_every_pod_is_asked_each_time() -> None:
     asked: list[str] = []
     async with client(asked) as c:
@@ -69,9 +87,10 @@ def test_the_memory_of_silent_pods_stays_bounded() -> None:
     for i in range(70_000):
         if i == 35_000:
             clock.t += 5  # the first half has expired by the time the map is trimmed
-        silent.timed_out(f"ip-{i}")
-    assert len(silent._until) <= 65_536
+        silent.timed_out(f"ip-{i}")  # also remembered as unanswered
+    assert len(silent._until) <= MAX_REMEMBERED and len(silent._unanswered) <= MAX_REMEMBERED
     assert silent.silent("ip-69999") and not silent.silent("ip-0")
+    assert silent.silent("ip-69999", busy=True) and not silent.silent("ip-0", busy=True), "oldest forgotten"
 
 
 async def test_scrapes_in_flight_are_bounded_across_jobs() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from gridwise.clock import ManualClock
+from gridwise.k8s import reconciler as reconciler_module
 from gridwise.k8s.reconciler import IndexView, OperatorContext, PodInfo, Reconciler
 from gridwise.metrics import OperatorMetrics
 from gridwise.signal_hub import SignalHub
@@ -333,6 +335,44 @@ async def test_a_status_write_waits_for_a_pause_that_never_drains_only_the_hold(
     clock.advance(60)
     result = await asyncio.wait_for(holding.tick(body(first)), timeout=2.0)
     assert result.written and kube.calls[-1] == ("status", "j"), "no Job event came; the status still goes"
+
+
+async def test_a_burst_of_ticks_does_not_ask_pods_that_did_not_answer(env: Any, monkeypatch: Any) -> None:
+    """In a zone wake a trainer that refused last time is asked next tick, not ahead of the pauses."""
+    reconciler, kube, clock = env
+    monkeypatch.setattr(reconciler_module, "BUSY_TICKS", 1)  # two ticks deciding at once is a burst
+    asked: list[str] = []
+    gate = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.host)
+        if request.url.host == "10.0.0.1":  # a's trainer answers, slowly
+            await gate.wait()
+            return httpx.Response(200, text="gridwise_trainer_progress_ratio 0.5\n")
+        raise httpx.ConnectError("connection refused", request=request)  # b's is still starting
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as scraper:
+        ctx = dataclasses.replace(reconciler.ctx, scraper=scraper)
+        quick = Reconciler(ctx, backoff_s=0.0, act_first_s=0.05)
+        first = await _two_running(quick, kube, clock)
+        pod = {
+            n: [PodInfo(f"{n}-0", "Running", ip, False, T0.timestamp())]
+            for n, ip in (("a", "10.0.0.1"), ("b", "10.0.0.2"))
+        }
+
+        def tick(name: str, status: dict[str, Any]) -> Any:
+            return quick.tick(body(status, name=name), IndexView(kube.jobs[name], pod[name]))
+
+        b = (await tick("b", first["b"])).status
+        assert asked == ["10.0.0.2"], "alone, a refusing pod is asked"
+        a = asyncio.create_task(tick("a", first["a"]))  # still deciding: its scrape waits
+        await asyncio.sleep(0.05)
+        b = (await tick("b", b)).status
+        assert asked == ["10.0.0.2", "10.0.0.1"], "in the burst b's pod was not asked again"
+        gate.set()
+        assert (await a).status["progressSource"] == "trainer"
+        await tick("b", b)
+    assert asked[-1] == "10.0.0.2", "after the burst it is asked again"
 
 
 async def test_after_a_gap_a_pod_is_booked_from_when_it_started_running(env: Any) -> None:

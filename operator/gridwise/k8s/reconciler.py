@@ -73,6 +73,10 @@ log = logging.getLogger(__name__)
 # after their pause, as a stale index would cause.
 EXPECT_S = 60.0
 
+# More ticks than this deciding at once is a burst (a zone wake): pods that gave no usable answer
+# to their last scrape are not asked in it (progress.SilentPods).
+BUSY_TICKS = SCRAPE_SLOTS
+
 NORMAL, WARNING = "Normal", "Warning"
 
 
@@ -276,7 +280,7 @@ class Reconciler:
         self._acted.set()
         self._act_first_s = act_first_s
         self.drains = PauseDrains(pause_write_hold_s)
-        self._silent = SilentPods()  # pods whose scrape timed out are not asked again for a while
+        self._silent = SilentPods()  # pods not to ask now: timed out a while ago, or refused in a wake
         self._scrape_slots = asyncio.Semaphore(SCRAPE_SLOTS)
         self.write_policy = write_policy or WritePolicy()
         # The status last written for each object, and when (clock time): what readers have seen.
@@ -553,8 +557,11 @@ class Reconciler:
         ips = [p.ip for p in working if p.ip]
         if ips:
             try:
+                # More ticks deciding than scrapes may be in flight is a zone wake: its pods that did
+                # not answer last time are asked next tick, not in front of a thousand Job patches.
+                busy = self._deciding > BUSY_TICKS
                 trainer = await scrape(
-                    self.ctx.scraper, ips, self.ctx.scrape_port, self._silent, self._scrape_slots
+                    self.ctx.scraper, ips, self.ctx.scrape_port, self._silent, self._scrape_slots, busy
                 )
             except Exception as exc:  # the scrape is best effort: the model estimates instead
                 log.info("%s: trainer scrape failed: %s", res.key, classify(exc)[0])
