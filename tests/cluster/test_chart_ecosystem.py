@@ -169,6 +169,7 @@ def test_schema_refuses_a_service_monitor_without_the_service() -> None:
         ({"networkPolicy": {"typo": True}}, "typo"),
         ({"podMonitor": {"required": "always"}}, "required"),
         ({"prometheusRule": {"runbookBaseURL": "docs/runbooks"}}, "runbookBaseURL"),
+        ({"operator": {"pauseWriteHoldSeconds": -1}}, "pauseWriteHoldSeconds"),
     ],
 )
 def test_schema_refuses_bad_new_values(values: dict[str, Any], needle: str) -> None:
@@ -213,9 +214,26 @@ def test_network_policy_is_off_by_default_and_least_open_when_on() -> None:
 
 
 # -- the grid signal for trainers (issue 14) ---------------------------------------------------------
+def _operator_args(values: dict[str, Any] | None = None, **kwargs: Any) -> list[str]:
+    args: list[str] = one(render(values, **kwargs), "Deployment")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
+    return args
+
+
 def _signal_args(values: dict[str, Any] | None = None, **kwargs: Any) -> list[str]:
-    args = one(render(values, **kwargs), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
-    return [a for a in args if a.startswith("--signal-url")]
+    return [a for a in _operator_args(values, **kwargs) if a.startswith("--signal-url")]
+
+
+def test_every_flag_the_chart_passes_is_one_the_operator_takes() -> None:
+    from gridwise.cli import build_parser
+
+    def parsed(values: dict[str, Any] | None = None) -> Any:
+        return build_parser().parse_args(["operator", "run", *_operator_args(values)])
+
+    assert parsed().pause_write_hold_seconds == 30
+    assert parsed({"operator": {"pauseWriteHoldSeconds": 0}}).pause_write_hold_seconds == 0, "0: off"
+    assert parsed({"operator": {"tickSeconds": 5}}).tick_seconds == 5
 
 
 def test_the_operator_tells_trainers_its_service_and_the_network_policy_lets_them_in() -> None:
