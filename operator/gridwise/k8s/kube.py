@@ -35,6 +35,11 @@ def _object(body: bytes) -> dict[str, Any]:
     return data
 
 
+async def read_object(resp: Any) -> dict[str, Any]:
+    """A raw response's JSON object (`_preload_content=False`), or its ApiException."""
+    return _object(await _checked(resp))
+
+
 class Kube:
     """Async access to Jobs, Services, Pods and Secrets for the controller.
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +31,8 @@ from typing import Any, Protocol
 import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from gridwise.k8s.kube import read_object
 
 log = logging.getLogger(__name__)
 
@@ -271,14 +272,6 @@ class KubeLeaseAPI:
         self.namespace, self.name, self.default_duration = namespace, name, default_duration
 
     @staticmethod
-    async def _body(resp: Any) -> dict[str, Any]:
-        body = await resp.read()
-        if not 200 <= resp.status <= 299:
-            raise ApiException(status=resp.status, reason=body.decode(errors="replace")[:300])
-        data: dict[str, Any] = json.loads(body)
-        return data
-
-    @staticmethod
     def _raise(exc: ApiException) -> None:
         if exc.status in (401, 403):
             raise LeaseDenied(exc.status, str(exc.reason)[:300]) from exc
@@ -289,7 +282,7 @@ class KubeLeaseAPI:
     async def get(self) -> tuple[LeaseRecord, str] | None:
         try:
             resp = await self._api.read_namespaced_lease(self.name, self.namespace, _preload_content=False)
-            data = await self._body(resp)
+            data = await read_object(resp)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -314,7 +307,7 @@ class KubeLeaseAPI:
             resp = await self._api.create_namespaced_lease(
                 self.namespace, self._manifest(record, None), _preload_content=False
             )
-            return str((await self._body(resp))["metadata"]["resourceVersion"])
+            return str((await read_object(resp))["metadata"]["resourceVersion"])
         except ApiException as exc:
             self._raise(exc)
             raise
@@ -324,7 +317,7 @@ class KubeLeaseAPI:
             resp = await self._api.replace_namespaced_lease(
                 self.name, self.namespace, self._manifest(record, resource_version), _preload_content=False
             )
-            return str((await self._body(resp))["metadata"]["resourceVersion"])
+            return str((await read_object(resp))["metadata"]["resourceVersion"])
         except ApiException as exc:
             self._raise(exc)
             raise
