@@ -259,6 +259,8 @@ OWN_COUNTERS = {
     "status_writes": "gridwise_status_writes_total",
     "decisions": "gridwise_decisions_total",
     "events_superseded": "gridwise_watch_events_superseded_total",
+    "trainer_scrapes": "gridwise_trainer_scrapes_total",  # per pod, every result
+    "trainer_scrapes_skipped": 'gridwise_trainer_scrapes_total{result="skipped"}',
 }
 
 
@@ -269,11 +271,12 @@ def operator_counters(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     totals = dict.fromkeys(OWN_COUNTERS, 0.0)
-    names = {metric: key for key, metric in OWN_COUNTERS.items()}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name in names:
-                totals[names[sample.name]] += sample.value
+            labelled = sample.name + "{" + ",".join(f'{k}="{v}"' for k, v in sample.labels.items()) + "}"
+            for key, metric in OWN_COUNTERS.items():
+                if metric in (sample.name, labelled):
+                    totals[key] += sample.value
     return totals
 
 

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from gridwise import __version__
 from gridwise.api import PHASES
 from gridwise.decide import KINDS, REASONS
+from gridwise.progress import SCRAPE_RESULTS
 
 
 def _dist_version(name: str) -> str:
@@ -184,6 +185,16 @@ class OperatorMetrics:
             "Carbon signal changes that woke every job in their zone.",
             registry=self.registry,
         )
+        self.trainer_scrapes = Counter(
+            "gridwise_trainer_scrapes",
+            "Trainer /metrics reads per pod, by result: answered, no_answer (refused, an error or an "
+            "unusable page), timed_out, or skipped (timed out within the last minute, or no answer "
+            "last time while a zone wake is busy).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in SCRAPE_RESULTS:
+            self.trainer_scrapes.labels(result=result)
         self.watch_events_superseded = Counter(
             "gridwise_watch_events_superseded",
             "Watch events not handled because a newer one of the same object was already queued.",

@@ -98,6 +98,7 @@ async def _scrape_one(
 
 
 SCRAPE_SLOTS = 32  # scrapes in flight at once, across all jobs (see `scrape`)
+SCRAPE_RESULTS = ("answered", "no_answer", "timed_out", "skipped")  # per pod, for `scrape`'s `counted`
 
 
 def scrape_client(timeout_s: float = 1.0) -> httpx.AsyncClient:
@@ -164,17 +165,23 @@ async def scrape(
     silent: SilentPods | None = None,
     slots: asyncio.Semaphore | None = None,
     busy: bool = False,
+    counted: Callable[[str, int], None] | None = None,
 ) -> TrainerSample | None:
     """Scrapes every worker at once; None when no worker gave a usable answer.
 
     `busy` (a zone wake's burst of ticks) skips the pods that gave no usable answer last time.
+    `counted(result, n)` hears how many pods were answered, no_answer, timed_out or skipped.
 
     `slots` bounds the scrapes in flight across all jobs: httpx's pool matches every queued request
     against every connection, so a zone wake's thousand scrapes queued at once cost 40% of the
     operator's CPU in that matching alone (py-spy, 1,000 jobs) and held back every Job patch.
     """
+    count = counted or (lambda result, n: None)
     if silent is not None:
-        pod_ips = [ip for ip in pod_ips if not silent.silent(ip, busy)]
+        asked = [ip for ip in pod_ips if not silent.silent(ip, busy)]
+        if len(asked) < len(pod_ips):
+            count("skipped", len(pod_ips) - len(asked))
+        pod_ips = asked
     if not pod_ips:
         return None
 
@@ -186,9 +193,11 @@ async def scrape(
                 async with slots:
                     result = await _scrape_one(client, f"http://{ip}:{port}/metrics")
         except (httpx.ConnectTimeout, httpx.ReadTimeout):
+            count("timed_out", 1)
             if silent is not None:
                 silent.timed_out(ip)
             return None
+        count("no_answer" if result is None else "answered", 1)
         if silent is not None:
             (silent.unanswered if result is None else silent.answered)(ip)
         return result

@@ -65,9 +65,13 @@ async def test_in_a_wake_only_pods_that_answered_last_time_are_asked() -> None:
         await scrape(c, ips[:3], 9400, silent)  # .4 is new: it has not been asked yet
         asked.clear()
         clock.t += 120  # the timed-out pod's hold is over
-        sample = await scrape(c, ips, 9400, silent, busy=True)
+        counts: dict[str, int] = {}
+        sample = await scrape(
+            c, ips, 9400, silent, busy=True, counted=lambda r, n: counts.__setitem__(r, counts.get(r, 0) + n)
+        )
         assert sample is not None and sample.progress == 0.25, "the answering trainer is still measured"
         assert sorted(asked) == ["10.0.0.1", "10.0.0.4"], "the refusing and the silent pod wait"
+        assert counts == {"skipped": 2, "answered": 2}, counts
         asked.clear()
         await scrape(c, ips, 9400, silent)
         assert sorted(asked) == ips, "outside a wake every pod is asked again"

@@ -369,6 +369,10 @@ async def test_a_burst_of_ticks_does_not_ask_pods_that_did_not_answer(env: Any, 
         await asyncio.sleep(0.05)
         b = (await tick("b", b)).status
         assert asked == ["10.0.0.2", "10.0.0.1"], "in the burst b's pod was not asked again"
+        skipped = ctx.metrics.registry.get_sample_value(
+            "gridwise_trainer_scrapes_total", {"result": "skipped"}
+        )
+        assert skipped == 1, "and the operator's /metrics counts it"
         gate.set()
         assert (await a).status["progressSource"] == "trainer"
         await tick("b", b)

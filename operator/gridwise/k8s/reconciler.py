@@ -561,7 +561,13 @@ class Reconciler:
                 # not answer last time are asked next tick, not in front of a thousand Job patches.
                 busy = self._deciding > BUSY_TICKS
                 trainer = await scrape(
-                    self.ctx.scraper, ips, self.ctx.scrape_port, self._silent, self._scrape_slots, busy
+                    self.ctx.scraper,
+                    ips,
+                    self.ctx.scrape_port,
+                    self._silent,
+                    self._scrape_slots,
+                    busy,
+                    lambda result, n: self.ctx.metrics.trainer_scrapes.labels(result=result).inc(n),
                 )
             except Exception as exc:  # the scrape is best effort: the model estimates instead
                 log.info("%s: trainer scrape failed: %s", res.key, classify(exc)[0])
