@@ -331,7 +331,7 @@ def _caj(name: str, pod: dict[str, Any]) -> str:
     return yaml.safe_dump(doc)
 
 
-HOSTILE = {
+HOSTILE: dict[str, dict[str, Any]] = {
     "privileged": {"container": {"securityContext": {"privileged": True}}},
     "privileged-init": {
         "initContainers": [{"name": "i", "image": "x", "securityContext": {"privileged": True}}]

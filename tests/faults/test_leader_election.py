@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,7 @@ def test_a_standby_with_a_skewed_clock_does_not_steal_a_live_lease(
     """A live leader whose clock is years behind writes renewTimes in the past. A standby that
     compared renewTime with its own clock would take the Lease at once; one that judges expiry by
     when it saw the record change waits until the leader really stops renewing."""
-    lease = {
+    lease: dict[str, Any] = {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {"name": "gridwise-operator", "namespace": namespace},

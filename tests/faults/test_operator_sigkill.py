@@ -53,7 +53,11 @@ def test_sigkill_mid_tick_and_restart_never_double_counts(
 
         for _ in range(KILLS):
             seen = last_time()
-            wait_for("a tick to write status", lambda s=seen: last_time() > s, log=op.log_tail)
+
+            def ticked(since: str = seen) -> bool:
+                return last_time() > since
+
+            wait_for("a tick to write status", ticked, log=op.log_tail)
             time.sleep(rng.uniform(0.0, 0.5))  # ticks are 0.5 s apart: this lands inside or between ticks
             op.stop(sig_kill=True)
             op = operators.start(speed=SPEED)

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from typing import IO, Literal
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def sigterm_at_step(
     the test with the output so far instead of waiting for the suite's timeout.
     """
     with tempfile.TemporaryFile("w+") as other:
-        pipes = {"stdout": other, "stderr": other, watch: subprocess.PIPE}
+        pipes: dict[str, int | IO[str]] = {"stdout": other, "stderr": other, watch: subprocess.PIPE}
         proc = subprocess.Popen(cmd, env=env, text=True, stdout=pipes["stdout"], stderr=pipes["stderr"])
         stream = proc.stdout if watch == "stdout" else proc.stderr
         assert stream is not None

@@ -82,7 +82,7 @@ def test_own_loop_sigterm_exit_85_then_resume_is_exact(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in b), "final weights differ"
 
 
-def _tiny() -> tuple[nn.Module, torch.optim.Optimizer]:
+def _tiny() -> tuple[nn.Linear, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = nn.Linear(4, 2)
     return model, torch.optim.SGD(model.parameters(), lr=0.1)

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def _pki(tmp_path: Path) -> dict[str, bytes]:
     return {n: (d / n).read_bytes() for n in ("ca.crt", "client.crt", "client.key")}
 
 
-def _kubeconfig(path: Path, user: dict[str, object], cluster: dict[str, object]) -> Path:
+def _kubeconfig(path: Path, user: Mapping[str, object], cluster: Mapping[str, object]) -> Path:
     doc = {
         "apiVersion": "v1",
         "kind": "Config",

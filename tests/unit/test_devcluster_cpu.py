@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 from gridwise.devcluster import LocalControlPlane
 
@@ -33,6 +34,7 @@ def test_each_parts_cpu_is_read_from_proc_and_parts_of_one_name_add_up() -> None
         assert used["kwok"] >= 0.75, used  # two parts of 0.4 s each
         assert used["etcd"] < 0.4, used  # started, imported, waiting: no burst
     finally:
-        for proc in [*burners, idle]:
+        everything: list[subprocess.Popen[Any]] = [*burners, idle]  # text and binary pipes
+        for proc in everything:
             proc.kill()
             proc.wait()

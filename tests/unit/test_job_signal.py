@@ -149,7 +149,9 @@ async def test_the_leader_serves_what_its_last_tick_decided() -> None:
     async with served() as (base, board, lookups):
         board.put("ml", "train", JobSignal(CARBON, hourly(T0, [100.0, 90.0]), T0))
         code, doc = await get(signal_url(base, "ml", "train"))
-        assert code == 200 and doc == signal_document("ml", "train", board.get("ml", "train"))
+        latest = board.get("ml", "train")
+        assert latest is not None
+        assert code == 200 and doc == signal_document("ml", "train", latest)
         assert doc["gramsPerKWh"] == 217.4 and len(doc["forecast"]) == 2
         assert lookups.calls == [], "the board answers without the API server"
 

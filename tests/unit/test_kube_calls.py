@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -55,7 +55,9 @@ async def test_a_write_succeeds_without_decoding_the_object_the_server_sends_bac
     # A patched Job comes back whole (template and managedFields); nothing reads it, so a thousand
     # pauses must not decode a thousand of them. A body that is not JSON proves it is not parsed.
     k = kube(Raw(200, b"not json: never parsed"))
-    assert await k.patch_job("ml", "train-job", {"spec": {"suspend": True}}) is None
+    # Typed to return None; checked at run time too, so its result is read as an object.
+    patched: Awaitable[object] = k.patch_job("ml", "train-job", {"spec": {"suspend": True}})
+    assert await patched is None
     await k.delete_job("ml", "train-job")
     assert await k.create({"kind": "Job", "metadata": {"namespace": "ml", "name": "train-job"}}) is True
     name, _, kwargs = k.batch.calls[0]

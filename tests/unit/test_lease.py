@@ -60,8 +60,9 @@ class FakeLeaseAPI:
         for o in self.outages:
             if o.start <= self.clock.now < o.end:
                 if o.error is None:
-                    await asyncio.Event().wait()
-                raise o.error()
+                    await asyncio.Event().wait()  # never set: hangs until cancelled
+                else:
+                    raise o.error()
 
     async def get(self) -> tuple[LeaseRecord, str] | None:
         await self._fault()

@@ -73,7 +73,7 @@ async def test_the_simulated_reading_is_the_live_reading() -> None:
 async def test_every_simulated_decision_is_the_live_operators(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the simulator, record every decide() call, replay each on a live CarbonSignal: same answer."""
     calls: list[tuple[JobSpec, SignalReading, dict[str, Any], int]] = []
-    real = operator_path.decide
+    real = decide  # what operator_path imported and calls
 
     def spy(spec: JobSpec, reading: SignalReading, **kwargs: Any) -> Any:
         decision = real(spec, reading, **kwargs)
@@ -102,9 +102,10 @@ async def test_every_simulated_decision_is_the_live_operators(monkeypatch: pytes
 def test_the_baselines_outlook_is_the_live_one_within_the_horizon(monkeypatch: pytest.MonkeyPatch) -> None:
     """A --compare run asks both for each time: one ensemble forecast serves both, and they agree."""
     import gridwise.simulate.forecasts as forecasts
+    from gridwise.carbon.outlook import outlook
 
     made: list[datetime] = []
-    real = forecasts.outlook
+    real = outlook  # what forecasts imported and calls
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         made.append(kwargs["now"])

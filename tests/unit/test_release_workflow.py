@@ -21,8 +21,9 @@ def actionlint() -> str:
     return found
 
 
-def load() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(WORKFLOW.read_text())
+def load() -> dict[str | bool, Any]:
+    # bool: PyYAML reads the `on:` key as True (YAML 1.1).
+    data: dict[str | bool, Any] = yaml.safe_load(WORKFLOW.read_text())
     return data
 
 

@@ -524,7 +524,7 @@ def test_the_accepted_spec_is_the_same_json_from_kopfs_views_as_from_plain_dicts
 
     from gridwise.step import spec_json
 
-    raw = {
+    raw: kopf.RawBody = {
         "spec": {
             "workGPUHours": 4.0,
             "carbon": {"zone": "ES", "provider": "trace", "secretRef": {"name": "k"}},

@@ -12,7 +12,7 @@ import json
 import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -228,14 +228,16 @@ def test_install_wraps_kopfs_watch_and_processing_once_where_kopf_calls_them() -
         # A new install wraps kopf's own processing again (for its counter), never a wrapper.
         assert processing.process_resource_event is not wrapped_processor
         for processor in (wrapped_processor, processing.process_resource_event):
-            assert processor._gridwise_wraps is original_processor
-        # kopf looks both up on their modules when it starts: the wrappers are what it uses.
-        assert queueing.watching is watching and running.processing is processing
+            # install() sets the mark with setattr: the function's type does not declare it.
+            assert cast(Any, processor)._gridwise_wraps is original_processor
+        # kopf looks both up on their modules when it starts: the wrappers are what it uses. (The
+        # ignore: kopf's private modules do not re-export the modules they import.)
+        assert queueing.watching is watching and running.processing is processing  # type: ignore[attr-defined]
         assert "watching.infinite_watch(" in inspect.getsource(queueing.watcher)
         assert "processing.process_resource_event," in inspect.getsource(running.spawn_tasks)
     finally:
-        watching.infinite_watch = original  # type: ignore[assignment]
-        processing.process_resource_event = original_processor  # type: ignore[assignment]
+        watching.infinite_watch = original
+        processing.process_resource_event = original_processor
 
 
 class Traced(dict[str, Any]):
@@ -283,14 +285,14 @@ def handle_with_kopf(raw_event: dict[str, Any], *, released: bool) -> tuple[Any,
             registry=registry,
             settings=kopf.OperatorSettings(),
             memories=inventory.ResourceMemories(),
-            memobase=ephemera.Memo(),
+            memobase=ephemera.AnyMemo(ephemera.Memo()),  # as kopf's own spawn_tasks passes it
             resource=references.Resource("", "v1", "pods", kind="Pod", namespaced=True),
-            raw_event=raw_event,
+            raw_event=cast(kopf.RawEvent, raw_event),  # a Pod's watch event, built as a plain dict
             event_queue=asyncio.Queue(),
         )
 
     asyncio.run(run())
-    return indexers["phases"].index, status
+    return indexers[kopf.HandlerId("phases")].index, status
 
 
 def test_a_handled_pods_event_is_freed_at_once_not_by_the_collector() -> None:
@@ -381,7 +383,7 @@ def watch_with_kopf(
 
     async def run() -> None:
         original = watching.infinite_watch
-        watching.infinite_watch = burst  # type: ignore[assignment]
+        watching.infinite_watch = burst
         try:
             await queueing.watcher(
                 namespace=None,
@@ -400,10 +402,10 @@ def watch_with_kopf(
                 ),
             )
         finally:
-            watching.infinite_watch = original  # type: ignore[assignment]
+            watching.infinite_watch = original
 
     asyncio.run(run())
-    index = {k: list(v) for k, v in indexers["phases"].index.items()}
+    index = {k: list(v) for k, v in indexers[kopf.HandlerId("phases")].index.items()}
     return index, handled, left
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+from typing import cast
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
@@ -26,7 +27,7 @@ class Tokens(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
-class PrintSteps(TrainerCallback):  # type: ignore[misc]
+class PrintSteps(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
         print(f"step={state.global_step}", flush=True)
         time.sleep(0.05)  # a tiny model is too fast for a test to signal it mid-epoch otherwise
@@ -44,11 +45,12 @@ def main() -> int:
     torch.set_num_threads(1)
     with Session.from_env(window_steps=4) as session:
         torch.manual_seed(0)
-        cfg = GPT2Config(
+        # transformers leaves these constructors unannotated.
+        cfg = GPT2Config(  # type: ignore[no-untyped-call]
             vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2,
             resid_pdrop=DROP, embd_pdrop=DROP, attn_pdrop=DROP,
         )  # fmt: skip
-        model = GPT2LMHeadModel(cfg)
+        model = GPT2LMHeadModel(cfg)  # type: ignore[no-untyped-call]
         args = TrainingArguments(
             output_dir=str(session.checkpoint_dir),
             max_steps=session.total_steps,
@@ -69,7 +71,8 @@ def main() -> int:
             train_dataset=Tokens(),
             callbacks=[GridwiseHFCallback(session), PrintSteps()],
         )
-        trainer.train(resume_from_checkpoint=last_checkpoint(args.output_dir))
+        # output_dir is Optional in TrainingArguments; it was set just above.
+        trainer.train(resume_from_checkpoint=last_checkpoint(cast(str, args.output_dir)))
         print(f"global_step={trainer.state.global_step}", flush=True)
         if session.complete:
             torch.save(model.state_dict(), session.checkpoint_dir / "final.pt")
