@@ -24,8 +24,9 @@ from gridwise.carbon import IntensityPoint, SignalReading
 from gridwise.planner.slots import build_grid
 from gridwise.step import OWNER_US, JobState, Observed, Resource, step
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.unit.test_planner_grid import reference_grid
+# As pytest imports it (tests/unit is not a package): by file name, from its own directory.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
+from test_planner_grid import reference_grid
 
 NOW = datetime(2030, 1, 6, 0, 7, tzinfo=UTC)
 HOUR = NOW.replace(minute=0)

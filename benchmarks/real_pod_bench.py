@@ -94,7 +94,8 @@ class Watch:
             deleted = {o["metadata"]["name"] for _, k, typ, o in events if k == "Pod" and typ == "DELETED"}
             for _, kind, typ, obj in reversed(events):
                 if is_running_pod(kind, typ, obj) and obj["metadata"]["name"] not in deleted:
-                    return obj
+                    pod: dict[str, Any] = obj
+                    return pod
             time.sleep(0.05)
         raise TimeoutError("no running pod")
 

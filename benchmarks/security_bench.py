@@ -20,13 +20,14 @@ import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from gridwise.carbon.errors import ProviderError
 from gridwise.carbon.http import get_json, new_client
 from gridwise.carbon.reading import IntensityPoint
 from gridwise.planner import PlanRequest, plan
 
-plan_module = importlib.import_module("gridwise.planner.plan")  # the module (the package exports plan())
+plan_module: Any = importlib.import_module("gridwise.planner.plan")  # the module (the package exports plan())
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 BODY = 50 * 1024 * 1024
 

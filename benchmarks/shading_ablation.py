@@ -20,12 +20,14 @@ A variant is `rule:fraction[:parameter]`:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks.simulate_bench import EM_TUNED, starts_for
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from simulate_bench import EM_TUNED, starts_for
 
 from gridwise import decide as decide_module
 from gridwise.api import JobSpec
@@ -126,7 +128,7 @@ def main() -> int:
                     if (got - base) / base > worst.get(ref, (-1.0, ""))[0]:
                         worst[ref] = ((got - base) / base, f"{zone} {start:%m-%d}")
                 for name, weight in variants:
-                    decide_module._planning_forecast = planning_forecast(weight)  # type: ignore[assignment]
+                    decide_module._planning_forecast = planning_forecast(weight)
                     try:
                         got = simulate(
                             trace, jobs, SimSettings(policy="forecast", slot=slot), source

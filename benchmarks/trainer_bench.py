@@ -37,7 +37,7 @@ from gridwise_trainer.config import (
 from gridwise_trainer.data import Dataset, ShardedBatchSampler, load_digits_dataset
 from gridwise_trainer.energy import EnergyMeter, open_meter
 from gridwise_trainer.intensity import IntensitySource
-from gridwise_trainer.loop import Counters, Phase, PhaseResult, Trainer, evaluate
+from gridwise_trainer.loop import Phase, PhaseResult, Trainer, evaluate
 from gridwise_trainer.metrics import TrainerMetrics
 from gridwise_trainer.model import (
     ModelSpec,
@@ -48,6 +48,7 @@ from gridwise_trainer.model import (
     serialized_size,
     student_spec,
 )
+from gridwise_trainer.session import Counters
 
 SEED_CLAIMS = {  # seed 002 (Viswanath), energy reduction / accuracy change; claims, not facts
     "pruning": "-28% / -1.5 pt",
