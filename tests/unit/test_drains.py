@@ -88,3 +88,20 @@ async def test_a_new_pause_during_a_wait_is_waited_for_too() -> None:
     assert not waiter.done(), "b's pods are still being stopped"
     drains.seen(("ns", "b"), SUSPENDED_GONE)
     await asyncio.wait_for(waiter, timeout=1.0)
+
+
+async def test_an_interrupted_waiter_stops_waiting_and_the_others_wait_on() -> None:
+    """A job wanted for a decision must not wait behind its own held write (drains.py)."""
+    drains = PauseDrains(hold_s=30.0)
+    drains.started(("ns", "a"))
+    b = asyncio.create_task(drains.settled(("ns", "b")))
+    c = asyncio.create_task(drains.settled(("ns", "c")))
+    await asyncio.sleep(0.01)
+    drains.interrupt(("ns", "b"))
+    drains.interrupt(("ns", "nobody"))  # no one waits under that key: nothing happens
+    assert await asyncio.wait_for(b, timeout=1.0) is False, "b was interrupted"
+    await asyncio.sleep(0.01)
+    assert not c.done(), "c still waits for a's pods"
+    drains.seen(("ns", "a"), SUSPENDED_GONE)
+    assert await asyncio.wait_for(c, timeout=1.0) is True
+    assert await drains.settled(("ns", "b")) is True, "nothing drains: no wait, and no interrupt is kept"

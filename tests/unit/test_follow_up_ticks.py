@@ -185,3 +185,16 @@ async def test_a_spec_edit_during_a_burst_ticks_at_once_and_a_forgotten_job_not_
     assert not wakeups._pending, "forgetting a job drops its timer"
     await asyncio.sleep(1.1)
     assert not event.is_set()
+
+
+def test_a_job_wanted_for_a_decision_is_told_at_once_and_its_other_events_are_not() -> None:
+    """`on_urgent` ends a held status write of that job (drains.PauseDrains.interrupt)."""
+    told: list[tuple[str, str]] = []
+    wakeups = Wakeups(ManualClock(NOW), NoHub(), on_urgent=told.append)  # type: ignore[arg-type]
+    wakeups.register(("ns", "a"), CARBON)
+    wakeups.register(("ns", "b"), {"provider": "p", "zone": "other"})
+    wakeups.wake(("ns", "a"), urgent=False)  # a watch event: news for its status only
+    assert told == [] and not wakeups.urgent_pending(("ns", "a"))
+    assert wakeups.wake_zone(("p", "z", "")) == 1
+    assert told == [("ns", "a")] and wakeups.urgent_pending(("ns", "a"))
+    assert wakeups.claim_urgent(("ns", "a")) and not wakeups.urgent_pending(("ns", "a"))

@@ -327,6 +327,35 @@ async def test_a_pause_writes_status_once_the_controller_counted_its_pods_out(en
     assert sorted(kube.calls[2:]) == [("status", "a"), ("status", "b")]
 
 
+async def test_a_job_wanted_for_a_decision_does_not_wait_behind_its_held_write(env: Any) -> None:
+    """A tick waits with the job's lock: were it not let go, the job's next decision (a zone
+    change, a spec edit) would wait up to the hold for other jobs' pods (drains.py)."""
+    reconciler, kube, clock = env
+    holding = Reconciler(reconciler.ctx, backoff_s=0.0, pause_write_hold_s=30.0)
+    first = await _two_running(holding, kube, clock)
+    a = asyncio.create_task(holding.tick(body(first["a"], name="a")))  # a's pods go slowly
+    await asyncio.sleep(0.05)
+    b = asyncio.create_task(holding.tick(body(first["b"], name="b")))
+    await asyncio.sleep(0.05)
+    assert not b.done(), "b's write waits for a's pods"
+    holding.drains.interrupt(("ns", "b"))  # b is woken urgently meanwhile
+    held = await asyncio.wait_for(b, timeout=1.0)
+    assert held.written and held.write_due is not None and ("status", "b") not in kube.calls
+    holding.wanted = lambda key: key == ("ns", "b")  # woken before its tick reached the wait
+    await asyncio.wait_for(holding.tick(body(first["b"], name="b")), timeout=1.0)
+    assert ("status", "b") not in kube.calls
+    holding.wanted = lambda key: False
+    later = asyncio.create_task(holding.tick(body(first["b"], name="b")))
+    await asyncio.sleep(0.05)
+    assert not later.done(), "a tick not wanted elsewhere waits for the pods as before"
+    for name in ("a", "b"):
+        holding.drains.seen(("ns", name), {"spec": {"suspend": True}, "status": {}})
+    results = await asyncio.wait_for(asyncio.gather(a, later), timeout=2.0)
+    assert all(r.written and r.status["phase"] == "Paused" for r in results)
+    assert kube.calls.count(("patch_job", "b")) == 1, "the deferred status kept b's pause: not made twice"
+    assert kube.calls.count(("status", "b")) == 1
+
+
 async def test_a_status_write_waits_for_a_pause_that_never_drains_only_the_hold(env: Any) -> None:
     reconciler, kube, clock = env
     holding = Reconciler(reconciler.ctx, backoff_s=0.0, pause_write_hold_s=0.2)

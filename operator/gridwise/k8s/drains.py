@@ -7,6 +7,11 @@ pods: written in the middle of that, they would make the cluster take a thousand
 (and stream them back to every watcher) while it is still stopping pods. So status writes wait
 until every pause this process began has drained, or at most `hold_s`: a mass pause's status
 lags by that much, and a single pause's by the time its own pods take to be counted out.
+
+A tick waits with its job's lock held, so a job whose write waits cannot be decided again. When
+the job is wanted for a decision meanwhile (its zone changed, its spec was edited), its wait ends
+(`interrupt`): the status stays in memory and the tick that follows writes it. Without that, a
+job whose steady write was due as a mass pause began was itself paused up to `hold_s` late.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 JobKey = tuple[str, str]  # (namespace, Job name)
@@ -33,8 +38,9 @@ class PauseDrains:
         self.hold_s = hold_s
         self._now = now
         self._since: dict[JobKey, float] = {}  # when each pause was patched (monotonic)
-        self._empty = asyncio.Event()
-        self._empty.set()
+        # Who waits (`settled`), by the waiter's own key: True when every pause drained, False
+        # when that waiter was interrupted.
+        self._waiters: dict[Hashable, list[asyncio.Future[bool]]] = {}
 
     def __len__(self) -> int:
         return len(self._since)
@@ -44,7 +50,6 @@ class PauseDrains:
         if self.hold_s <= 0:
             return
         self._since[key] = self._now()
-        self._empty.clear()
 
     def seen(self, key: JobKey, job: Mapping[str, Any]) -> None:
         """A watch event of the Job: the pause has drained once the controller counts no pod."""
@@ -54,7 +59,17 @@ class PauseDrains:
     def forget(self, key: JobKey) -> None:
         self._since.pop(key, None)
         if not self._since:
-            self._empty.set()
+            for waiter in list(self._waiters):
+                self._release(waiter, True)
+
+    def interrupt(self, waiter: Hashable) -> None:
+        """Ends `waiter`'s wait now (its job is wanted for a decision); the others wait on."""
+        self._release(waiter, False)
+
+    def _release(self, waiter: Hashable, drained: bool) -> None:
+        for future in self._waiters.pop(waiter, ()):
+            if not future.done():
+                future.set_result(drained)
 
     def _expire(self) -> float:
         """Drops pauses older than `hold_s` (a Job deleted meanwhile, a controller down); returns
@@ -64,11 +79,22 @@ class PauseDrains:
             self.forget(key)
         return max((t + self.hold_s - now for t in self._since.values()), default=0.0)
 
-    async def settled(self) -> None:
-        """Until no pause is draining, at most `hold_s` from now."""
+    async def settled(self, waiter: Hashable = None) -> bool:
+        """Until no pause is draining, at most `hold_s` from now: False if `interrupt(waiter)` came first."""
         left = self._expire()
         if left <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._empty.wait(), timeout=left)  # never more than hold_s
+            return True
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(waiter, []).append(future)
+        drained = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                drained = await asyncio.wait_for(future, timeout=left)  # never more than hold_s
+        finally:
+            waiting = self._waiters.get(waiter)
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._waiters[waiter]
         self._expire()
+        return drained

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -280,6 +280,9 @@ class Reconciler:
         self._acted.set()
         self._act_first_s = act_first_s
         self.drains = PauseDrains(pause_write_hold_s)
+        # Whether a (namespace, name) has an urgent wake pending (wakeups.Wakeups.urgent_pending):
+        # then its status write does not wait for other jobs' pauses, its next decision does not.
+        self.wanted: Callable[[tuple[str, str]], bool] = lambda key: False
         self._silent = SilentPods()  # pods not to ask now: timed out a while ago, or refused in a wake
         self._scrape_slots = asyncio.Semaphore(SCRAPE_SLOTS)
         self.write_policy = write_policy or WritePolicy()
@@ -381,23 +384,29 @@ class Reconciler:
         else:
             failing = res.uid in self._write_failure
             await self._after_pending_acts()
-            await self.drains.settled()
-            written = await self._write(res, result.status, status_patch(written_status, result.status))
-            if written:
-                self.ctx.metrics.status_writes.labels(reason=why).inc()
-                self._written[res.uid] = (result.status, now)
-                if self._write_failure.pop(res.uid, None) is not None:
-                    log.info("%s: status written again", res.key)
-            elif not failing:
-                # Once per failure streak, where the job's owner looks (`kubectl describe`): the
-                # status cannot say it itself. The job keeps being acted on meanwhile.
-                warning = Event(
-                    WARNING,
-                    "StatusWriteFailed",
-                    f"status not written ({self._write_failure[res.uid]}); the job is still "
-                    "reconciled and its totals are kept in memory until a write succeeds",
-                )
-                result = dataclasses.replace(result, events=(*result.events, warning))
+            key = (res.namespace, res.name)
+            if self.wanted(key) or not await self.drains.settled(key):
+                # Wanted for a decision while the write waited for other jobs' pauses: the tick
+                # that follows at once builds on this status and writes it (drains.py).
+                self._latest[res.uid] = result.status
+                written, write_due = True, now
+            else:
+                written = await self._write(res, result.status, status_patch(written_status, result.status))
+                if written:
+                    self.ctx.metrics.status_writes.labels(reason=why).inc()
+                    self._written[res.uid] = (result.status, now)
+                    if self._write_failure.pop(res.uid, None) is not None:
+                        log.info("%s: status written again", res.key)
+                elif not failing:
+                    # Once per failure streak, where the job's owner looks (`kubectl describe`):
+                    # the status cannot say it itself. The job keeps being acted on meanwhile.
+                    warning = Event(
+                        WARNING,
+                        "StatusWriteFailed",
+                        f"status not written ({self._write_failure[res.uid]}); the job is still "
+                        "reconciled and its totals are kept in memory until a write succeeds",
+                    )
+                    result = dataclasses.replace(result, events=(*result.events, warning))
         if not written and retry is None:
             retry = self._backoff(res.uid)
         if retry is None:

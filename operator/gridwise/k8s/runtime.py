@@ -254,13 +254,17 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
     # kopf keeps bodies without managedFields, with shared strings, and skips superseded events.
     superseded = shared.metrics.watch_events_superseded
     watch_transform.install(on_superseded=lambda kind: superseded.labels(kind=kind).inc())
-    wakeups = Wakeups(config.clock, shared.signals, on_zone_wake=shared.metrics.zone_wakes.inc)
-    register(
-        registry,
-        Reconciler(ctx, pause_write_hold_s=config.pause_write_hold_s),
-        wakeups,
-        tick_seconds=config.tick_seconds,
+    reconciler = Reconciler(ctx, pause_write_hold_s=config.pause_write_hold_s)
+    # A job wanted for a decision (its zone changed, its spec was edited) does not wait behind its
+    # own status write while that write waits for other jobs' pauses (drains.py).
+    wakeups = Wakeups(
+        config.clock,
+        shared.signals,
+        on_zone_wake=shared.metrics.zone_wakes.inc,
+        on_urgent=reconciler.drains.interrupt,
     )
+    reconciler.wanted = wakeups.urgent_pending
+    register(registry, reconciler, wakeups, tick_seconds=config.tick_seconds)
 
     @kopf.on.startup(registry=registry)
     def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:

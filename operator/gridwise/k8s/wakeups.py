@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -89,12 +89,15 @@ class Wakeups:
         *,
         max_poll_s: float = 1.0,
         on_zone_wake: Any = None,
+        on_urgent: Callable[[JobKey], None] | None = None,
         coalesce_s: float = 0.25,
         quiet_s: float = FOLLOW_UP_QUIET_S,
         max_wait_s: float = FOLLOW_UP_MAX_S,
         safety_net_per_s: float = SAFETY_NET_PASSES_PER_S,
     ) -> None:
         """`coalesce_s`: how long an urgent watch event waits (for kopf to store what it saw).
+
+        `on_urgent(job)`: a job was just wanted for a decision (drains.PauseDrains.interrupt).
 
         `quiet_s`, `max_wait_s`: the debounce of a job's other watch events (see the module doc).
         """
@@ -105,6 +108,7 @@ class Wakeups:
         self._max_wait_s = max(self._quiet_s, max_wait_s)
         self._pending: dict[JobKey, _Pending] = {}
         self._on_zone_wake = on_zone_wake  # e.g. a Prometheus counter's inc
+        self._on_urgent = on_urgent
         self._signals = signals
         self._max_poll_s = max_poll_s
         self._events: dict[JobKey, asyncio.Event] = {}
@@ -155,8 +159,14 @@ class Wakeups:
                 self._mark_urgent(job)
             event.set()
 
+    def urgent_pending(self, job: JobKey) -> bool:
+        """Whether `job` has an urgent wake its loop has not claimed yet."""
+        return job in self._urgent
+
     def _mark_urgent(self, job: JobKey) -> None:
         self._urgent.add(job)
+        if self._on_urgent is not None:
+            self._on_urgent(job)
         held = self._held.get(job)
         if held is not None:
             held.set()  # a held follow-up becomes this urgent tick
