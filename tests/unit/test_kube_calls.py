@@ -15,7 +15,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from gridwise.k8s import credentials
 from gridwise.k8s.credentials import direct_session
-from gridwise.k8s.kube import Kube
+from gridwise.k8s.kube import Kube, Slots
 from gridwise.k8s.lease import KubeLeaseAPI
 
 
@@ -47,7 +47,7 @@ class Api:
 def kube(answer: Raw) -> Kube:
     k = Kube.__new__(Kube)
     k.batch = k.core = k.custom = Api(answer)
-    k._slots = asyncio.Semaphore(4)
+    k._slots = Slots(4)
     return k
 
 
@@ -199,3 +199,27 @@ def test_the_slots_leave_the_reserve_free_and_never_fall_below_one(monkeypatch: 
     assert credentials.request_slots() == credentials.API_CONNECTIONS - credentials.RESERVED_CONNECTIONS > 0
     monkeypatch.setattr(credentials, "API_CONNECTIONS", 2)
     assert credentials.request_slots() == 1
+
+
+async def test_a_freed_slot_goes_to_a_job_change_before_the_status_writes_waiting() -> None:
+    """A mass pause's held status writes are let go together; a Job patch decided then goes first."""
+    slots, order = Slots(1), []
+
+    async def request(name: str, last: bool) -> None:
+        async with slots.take(last=last):
+            order.append(name)
+            await asyncio.sleep(0.01)
+
+    first = asyncio.create_task(request("status-0", True))
+    await asyncio.sleep(0)
+    writes = [asyncio.create_task(request(f"status-{i}", True)) for i in (1, 2, 3)]
+    gone = asyncio.create_task(request("cancelled", False))
+    await asyncio.sleep(0)
+    patch = asyncio.create_task(request("patch", False))
+    await asyncio.sleep(0)
+    gone.cancel()  # a waiter that gives up takes no slot with it
+    await asyncio.wait_for(asyncio.gather(first, patch, *writes), timeout=2.0)
+    assert order == ["status-0", "patch", "status-1", "status-2", "status-3"], order
+    async with slots.take():  # and every slot came back
+        pass
+    assert slots._free == 1
