@@ -281,7 +281,7 @@ class Reconciler:
         self._act_first_s = act_first_s
         self.drains = PauseDrains(pause_write_hold_s)
         # Whether a (namespace, name) has an urgent wake pending (wakeups.Wakeups.urgent_pending):
-        # then its status write does not wait for other jobs' pauses, its next decision does not.
+        # its status write then stops waiting for other jobs' pauses, so its next decision need not.
         self.wanted: Callable[[tuple[str, str]], bool] = lambda key: False
         self._silent = SilentPods()  # pods not to ask now: timed out a while ago, or refused in a wake
         self._scrape_slots = asyncio.Semaphore(SCRAPE_SLOTS)
