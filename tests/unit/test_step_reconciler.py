@@ -341,10 +341,10 @@ async def test_a_job_wanted_for_a_decision_does_not_wait_behind_its_held_write(e
     holding.drains.interrupt(("ns", "b"))  # b is woken urgently meanwhile
     held = await asyncio.wait_for(b, timeout=1.0)
     assert held.written and held.write_due is not None and ("status", "b") not in kube.calls
-    holding.wanted = lambda key: key == ("ns", "b")  # woken before its tick reached the wait
+    holding.drains.wanted = lambda key: key == ("ns", "b")  # woken before its tick reached the wait
     await asyncio.wait_for(holding.tick(body(first["b"], name="b")), timeout=1.0)
     assert ("status", "b") not in kube.calls
-    holding.wanted = lambda key: False
+    holding.drains.wanted = lambda key: False
     later = asyncio.create_task(holding.tick(body(first["b"], name="b")))
     await asyncio.sleep(0.05)
     assert not later.done(), "a tick not wanted elsewhere waits for the pods as before"

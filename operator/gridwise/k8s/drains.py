@@ -10,7 +10,8 @@ lags by that much, and a single pause's by the time its own pods take to be coun
 
 A tick waits with its job's lock held, so a job whose write waits cannot be decided again. When
 the job is wanted for a decision meanwhile (its zone changed, its spec was edited), its wait ends
-(`interrupt`): the status stays in memory and the tick that follows writes it. Without that, a
+(`interrupt`, or `wanted` before it waits): the status stays in memory and the tick that follows
+writes it. Without that, a
 job whose steady write was due as a mass pause began was itself paused up to `hold_s` late.
 """
 
@@ -19,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 JobKey = tuple[str, str]  # (namespace, Job name)
+Waiter = tuple[str, str]  # (namespace, name) of the CarbonAwareJob whose write waits
 HOLD_S = 30.0
 
 
@@ -40,7 +42,10 @@ class PauseDrains:
         self._since: dict[JobKey, float] = {}  # when each pause was patched (monotonic)
         # Who waits (`settled`), by the waiter's own key: True when every pause drained, False
         # when that waiter was interrupted.
-        self._waiters: dict[Hashable, list[asyncio.Future[bool]]] = {}
+        self._waiters: dict[Waiter | None, list[asyncio.Future[bool]]] = {}
+        # Whether a waiter is already wanted for a decision (wakeups.Wakeups.urgent_pending): it
+        # does not start waiting. `interrupt` ends the wait of one wanted while it waits.
+        self.wanted: Callable[[Waiter], bool] = lambda waiter: False
 
     def __len__(self) -> int:
         return len(self._since)
@@ -62,11 +67,11 @@ class PauseDrains:
             for waiter in list(self._waiters):
                 self._release(waiter, True)
 
-    def interrupt(self, waiter: Hashable) -> None:
+    def interrupt(self, waiter: Waiter) -> None:
         """Ends `waiter`'s wait now (its job is wanted for a decision); the others wait on."""
         self._release(waiter, False)
 
-    def _release(self, waiter: Hashable, drained: bool) -> None:
+    def _release(self, waiter: Waiter | None, drained: bool) -> None:
         for future in self._waiters.pop(waiter, ()):
             if not future.done():
                 future.set_result(drained)
@@ -79,8 +84,10 @@ class PauseDrains:
             self.forget(key)
         return max((t + self.hold_s - now for t in self._since.values()), default=0.0)
 
-    async def settled(self, waiter: Hashable = None) -> bool:
-        """Until no pause is draining, at most `hold_s` from now: False if `interrupt(waiter)` came first."""
+    async def settled(self, waiter: Waiter | None = None) -> bool:
+        """Until no pause is draining, at most `hold_s` from now: False if `waiter` is wanted first."""
+        if waiter is not None and self.wanted(waiter):
+            return False
         left = self._expire()
         if left <= 0:
             return True

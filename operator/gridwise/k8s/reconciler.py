@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -280,9 +280,6 @@ class Reconciler:
         self._acted.set()
         self._act_first_s = act_first_s
         self.drains = PauseDrains(pause_write_hold_s)
-        # Whether a (namespace, name) has an urgent wake pending (wakeups.Wakeups.urgent_pending):
-        # its status write then stops waiting for other jobs' pauses, so its next decision need not.
-        self.wanted: Callable[[tuple[str, str]], bool] = lambda key: False
         self._silent = SilentPods()  # pods not to ask now: timed out a while ago, or refused in a wake
         self._scrape_slots = asyncio.Semaphore(SCRAPE_SLOTS)
         self.write_policy = write_policy or WritePolicy()
@@ -384,8 +381,7 @@ class Reconciler:
         else:
             failing = res.uid in self._write_failure
             await self._after_pending_acts()
-            key = (res.namespace, res.name)
-            if self.wanted(key) or not await self.drains.settled(key):
+            if not await self.drains.settled((res.namespace, res.name)):
                 # Wanted for a decision while the write waited for other jobs' pauses: the tick
                 # that follows at once builds on this status and writes it (drains.py).
                 self._latest[res.uid] = result.status

@@ -263,7 +263,7 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
         on_zone_wake=shared.metrics.zone_wakes.inc,
         on_urgent=reconciler.drains.interrupt,
     )
-    reconciler.wanted = wakeups.urgent_pending
+    reconciler.drains.wanted = wakeups.urgent_pending
     register(registry, reconciler, wakeups, tick_seconds=config.tick_seconds)
 
     @kopf.on.startup(registry=registry)
