@@ -260,12 +260,13 @@ OWN_COUNTERS = {
     "decisions": "gridwise_decisions_total",
     "events_superseded": "gridwise_watch_events_superseded_total",
     "trainer_scrapes": "gridwise_trainer_scrapes_total",  # per pod, every result
-    "trainer_scrapes_skipped": 'gridwise_trainer_scrapes_total{result="skipped"}',
+    "trainer_scrapes_skipped": "gridwise_trainer_scrapes_total",
 }
+OWN_LABELS = {"trainer_scrapes_skipped": {"result": "skipped"}}  # only the samples with these labels
 
 
 def operator_counters(port: int) -> dict[str, float]:
-    """The operator's OWN_COUNTERS now, each summed over its labels."""
+    """The operator's OWN_COUNTERS now, each summed over its labels (those in OWN_LABELS only)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
@@ -273,9 +274,8 @@ def operator_counters(port: int) -> dict[str, float]:
     totals = dict.fromkeys(OWN_COUNTERS, 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            labelled = sample.name + "{" + ",".join(f'{k}="{v}"' for k, v in sample.labels.items()) + "}"
             for key, metric in OWN_COUNTERS.items():
-                if metric in (sample.name, labelled):
+                if sample.name == metric and OWN_LABELS.get(key, {}).items() <= sample.labels.items():
                     totals[key] += sample.value
     return totals
 
