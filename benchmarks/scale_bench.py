@@ -470,15 +470,13 @@ def operator_launcher(
     every_event: bool = False,
     no_scrape: bool = False,
     scrape_in_wakes: bool = False,
-    owned_events_at_once: bool = False,
 ) -> list[str]:
     """The command that starts the operator's CLI, as shipped or with a variant to compare against:
     CarbonAwareJob bodies' strings unshared (the baseline for the watch transform's sharing),
     another limit on gridwise's own connections to the API server, another idle timeout for
     kopf's per-object workers, every watch event handled (none left for a newer one), no
-    trainer scraped (each tick's scrape answers "no trainer" at once), every pod scraped in
-    a zone wake too, also those that did not answer last time, or Jobs' and Pods' watch events
-    handled while ticks still decide Job changes."""
+    trainer scraped (each tick's scrape answers "no trainer" at once), or every pod scraped in
+    a zone wake too, also those that did not answer last time."""
     prelude = UNSHARED if unshared_strings else ""
     if every_event:
         prelude += (
@@ -491,8 +489,6 @@ def operator_launcher(
         )
     if scrape_in_wakes:
         prelude += "from gridwise.k8s import reconciler; reconciler.BUSY_TICKS = 10**9; "
-    if owned_events_at_once:
-        prelude += "from gridwise.k8s import runtime; runtime.OWNED_EVENTS_AFTER_DECISIONS = False; "
     if api_connections is not None:
         prelude += f"from gridwise.k8s import credentials; credentials.API_CONNECTIONS = {api_connections}; "
     if worker_idle_s is not None:
@@ -562,12 +558,6 @@ def main() -> int:
         "no answer (kwok's pods never answer): the baseline for skipping them in a wake (issue 12)",
     )
     ap.add_argument(
-        "--owned-events-at-once",
-        action="store_true",
-        help="run the operator handling Jobs' and Pods' watch events while ticks still decide Job "
-        "changes: the baseline for their waiting until the wake's decisions are made (issue 12)",
-    )
-    ap.add_argument(
         "--pause-write-hold-seconds",
         type=float,
         help="passed to the operator: how long status writes wait for a mass pause's pods to be "
@@ -625,7 +615,6 @@ def main() -> int:
                     every_event=args.every_event,
                     no_scrape=args.no_scrape,
                     scrape_in_wakes=args.scrape_in_wakes,
-                    owned_events_at_once=args.owned_events_at_once,
                 ),
                 "operator", "run",
                 "--kubeconfig", str(cp.operator_kubeconfig()),
@@ -710,9 +699,6 @@ def main() -> int:
                 else "every pod, also in a wake (baseline)"
                 if args.scrape_in_wakes
                 else "as shipped"
-            ),
-            "owned_events": (
-                "handled at once (baseline)" if args.owned_events_at_once else "after the decisions (shipped)"
             ),
             "pause_write_hold_seconds": (
                 "as shipped" if args.pause_write_hold_seconds is None else args.pause_write_hold_seconds

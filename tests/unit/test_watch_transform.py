@@ -343,22 +343,15 @@ def pod(phase: str, uid: str = "pod-uid", kind: str = "MODIFIED", **meta: Any) -
 
 
 def watch_with_kopf(
-    events: list[dict[str, Any]],
-    *,
-    one_at_a_time: bool = False,
-    gap_s: float = 0.0,
-    deciding_until_the_last: bool = False,
+    events: list[dict[str, Any]], *, one_at_a_time: bool = False
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """kopf's own watcher, per-object workers and processing (with an index handler on Pods) over
-    `events`, delivered as one burst the way a watch stream brings a wake, each only once the
-    handler is busy with the one before, or `gap_s` apart; returns the index, the phases the
-    handler saw and the kinds of the events left for a newer one.
-
-    `deciding_until_the_last`: owned events wait (`owned_wait`) for decisions that end as the
-    last event has been delivered."""
+    `events`, delivered as one burst the way a watch stream brings a wake, or each only once the
+    handler is busy with the one before; returns the index, the phases the handler saw and the
+    kinds of the events left for a newer one."""
     registry = kopf.OperatorRegistry()
     handled: list[str] = []
-    busy, next_arrived, decided = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    busy, next_arrived = asyncio.Event(), asyncio.Event()
 
     @kopf.index("", "v1", "pods", registry=registry, id="phases")
     async def phases(name: str, status: kopf.Status, **_: Any) -> dict[str, Any]:
@@ -381,12 +374,9 @@ def watch_with_kopf(
             if one_at_a_time and i:
                 await busy.wait()
                 busy.clear()
-            if gap_s and i:
-                await asyncio.sleep(gap_s)
             yield e
             if one_at_a_time and i:
                 next_arrived.set()  # the watcher has queued it by now
-        decided.set()
         # A watch goes on after a burst; its end queues kopf's end-of-stream marker behind the
         # last event, which would then look superseded (only ever as the operator stops).
         await asyncio.sleep(0.5)
@@ -400,11 +390,7 @@ def watch_with_kopf(
                 settings=settings,
                 resource=resource,
                 processor=functools.partial(
-                    watch_transform.releasing(
-                        processing.process_resource_event,
-                        left.append,
-                        decided.wait if deciding_until_the_last else None,
-                    ),
+                    watch_transform.releasing(processing.process_resource_event, left.append),
                     lifecycle=kopf.lifecycles.all_at_once,
                     indexers=indexers,
                     registry=registry,
@@ -445,40 +431,6 @@ def test_an_event_that_arrives_while_the_one_before_is_handled_leaves_that_one_h
     )
     assert handled == ["Pending", "Running", "Failed"] and left == []
     assert index == {"train-0": ["Failed"]}
-
-
-def test_a_pods_events_while_jobs_are_decided_are_handled_once_after_the_decisions() -> None:
-    def events() -> list[dict[str, Any]]:  # fresh ones: a handled event is emptied
-        return [pod("Pending"), pod("Running"), pod("Running", deletionTimestamp="t")]
-
-    _, handled, left = watch_with_kopf(events(), gap_s=0.05)
-    assert handled == ["Pending", "Running", "Running"] and left == [], "apart, each is handled"
-    index, handled, left = watch_with_kopf(events(), gap_s=0.05, deciding_until_the_last=True)
-    assert handled == ["Running"] and left == ["Pod", "Pod"], "one, its latest, once decided"
-    assert index == {"train-0": ["Running"]}
-
-
-def test_only_jobs_and_pods_wait_for_the_decisions() -> None:
-    caj = event("a")
-    caj["object"].update(apiVersion="gridwise.dev/v1alpha1", kind="CarbonAwareJob")
-    job = {"type": "MODIFIED", "object": {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}}}
-    seen: list[str] = []
-
-    async def processor(*, raw_event: dict[str, Any], **_: Any) -> None:
-        seen.append(raw_event["object"]["kind"])
-
-    async def run() -> None:
-        decided = asyncio.Event()
-        wrapped = watch_transform.releasing(processor, owned_wait=decided.wait)
-        await asyncio.wait_for(wrapped(raw_event=caj), timeout=1)  # a spec edit is not held
-        waiting = asyncio.create_task(wrapped(raw_event=job))
-        await asyncio.sleep(0.05)
-        assert seen == ["CarbonAwareJob"], "the Job's event waits while a decision is made"
-        decided.set()
-        await asyncio.wait_for(waiting, timeout=1)
-
-    asyncio.run(run())
-    assert seen == ["CarbonAwareJob", "Job"]
 
 
 def test_an_event_is_handled_with_nothing_newer_queued_without_pressure_or_as_a_deletion() -> None:

@@ -334,10 +334,8 @@ class Reconciler:
             self._deciding = 0
             self._acted.set()
 
-    async def after_pending_acts(self) -> None:
-        """Until no tick is still deciding its Job change (at most `act_first_s`).
-
-        Status writes wait here, and kopf's handling of Job and Pod watch events (watch_transform)."""
+    async def _after_pending_acts(self) -> None:
+        """Until no tick is still deciding its Job change (at most `act_first_s`)."""
         if not self._acted.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._acted.wait(), timeout=self._act_first_s)
@@ -382,7 +380,7 @@ class Reconciler:
                 write_due = written_at + self.write_policy.max_interval
         else:
             failing = res.uid in self._write_failure
-            await self.after_pending_acts()
+            await self._after_pending_acts()
             if not await self.drains.settled((res.namespace, res.name)):
                 # Wanted for a decision while the write waited for other jobs' pauses: the tick
                 # that follows at once builds on this status and writes it (drains.py).

@@ -107,9 +107,6 @@ EVENT_POSTERS = 8
 # waits for more events before it gives its slot back.
 EVENT_WORKERS = 256
 WORKER_IDLE_S = 0.5
-# Jobs' and Pods' watch events wait for the Job changes being decided (watch_transform); False
-# only for scale_bench's baseline.
-OWNED_EVENTS_AFTER_DECISIONS = True
 
 
 def build_settings(settings: kopf.OperatorSettings) -> None:
@@ -254,14 +251,10 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
         board=shared.board,
     )
     registry = kopf.OperatorRegistry()
-    reconciler = Reconciler(ctx, pause_write_hold_s=config.pause_write_hold_s)
-    # kopf keeps bodies without managedFields, with shared strings, skips superseded events, and
-    # handles Jobs' and Pods' events once no tick is still deciding a Job change.
+    # kopf keeps bodies without managedFields, with shared strings, and skips superseded events.
     superseded = shared.metrics.watch_events_superseded
-    watch_transform.install(
-        on_superseded=lambda kind: superseded.labels(kind=kind).inc(),
-        owned_wait=reconciler.after_pending_acts if OWNED_EVENTS_AFTER_DECISIONS else None,
-    )
+    watch_transform.install(on_superseded=lambda kind: superseded.labels(kind=kind).inc())
+    reconciler = Reconciler(ctx, pause_write_hold_s=config.pause_write_hold_s)
     # A job wanted for a decision (its zone changed, its spec was edited) does not wait behind its
     # own status write while that write waits for other jobs' pauses (drains.py).
     wakeups = Wakeups(

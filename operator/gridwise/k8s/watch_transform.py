@@ -33,21 +33,13 @@ entries, the daemon's body), so the newer event does all the older one would, an
 handled only the latest of a backlog until it dropped its batching. A zone wake brings each job's
 Job, pods and CarbonAwareJob several events within a second or two, faster than two busy cores
 handle them (BENCHMARKS.md, issue 12, twelfth round).
-
-And a Job's or Pod's event waits its turn (`owned_wait`, the reconciler's "no tick is still
-deciding its Job change") before kopf handles it. In a zone wake these events are the echo of
-the Job patches already sent (suspended, pods terminating, pods gone): news for status, not for
-the decisions still being made, and handling them took a quarter of the operator's one core while
-the last jobs waited for theirs (BENCHMARKS.md, issue 12, fifteenth round). Waiting, an object's
-later events queue behind the first, which is then superseded: one event handled per object.
-Bounded by the reconciler's own bound on that wait; the watch streams are read on meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from kopf._cogs.clients import watching
@@ -150,16 +142,11 @@ def stripping(stream: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
     return stripped
 
 
-def _owned(event: Any) -> bool:
-    """A Job's or Pod's event (one only an index handler reads), not a CarbonAwareJob's."""
-    obj = _object_of(event)
-    return obj is not None and (obj.get("apiVersion"), obj.get("kind")) in TRIMMED
-
-
 def release_handled(event: Any) -> None:
     """Empties a handled event's Job or Pod in place: only its index entry is kept of it."""
-    if _owned(event):
-        event["object"].clear()
+    obj = _object_of(event)
+    if obj is not None and (obj.get("apiVersion"), obj.get("kind")) in TRIMMED:
+        obj.clear()
 
 
 def superseded(raw_event: Any, stream_pressure: asyncio.Event | None) -> bool:
@@ -183,21 +170,15 @@ def _count_nothing(kind: str) -> None:
 
 
 def releasing(
-    processor: Callable[..., Coroutine[Any, Any, Any]],
-    on_superseded: Callable[[str], None] = _count_nothing,
-    owned_wait: Callable[[], Awaitable[object]] | None = None,
+    processor: Callable[..., Coroutine[Any, Any, Any]], on_superseded: Callable[[str], None] = _count_nothing
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
     """`processor` (kopf's handling of one watch event) unless the event is `superseded` (then
-    `on_superseded` is told the object's kind), and the event's object released after either.
-
-    A Job's or Pod's event first awaits `owned_wait` (see the module doc)."""
+    `on_superseded` is told the object's kind), and the event's object released after either."""
 
     async def process(
         *args: Any, raw_event: Any, stream_pressure: asyncio.Event | None = None, **kwargs: Any
     ) -> Any:
         try:
-            if owned_wait is not None and _owned(raw_event):
-                await owned_wait()
             if superseded(raw_event, stream_pressure):
                 on_superseded(str((_object_of(raw_event) or {}).get("kind")))
                 return None  # nothing patched: kopf expects no new resource version
@@ -209,13 +190,10 @@ def releasing(
     return process
 
 
-def install(
-    on_superseded: Callable[[str], None] = _count_nothing,
-    owned_wait: Callable[[], Awaitable[object]] | None = None,
-) -> None:
-    """Wraps kopf's watch stream once and its event processing (again, for this `on_superseded` and
-    `owned_wait`); call before kopf starts watching."""
+def install(on_superseded: Callable[[str], None] = _count_nothing) -> None:
+    """Wraps kopf's watch stream once and its event processing (again, for this `on_superseded`);
+    call before kopf starts watching."""
     if getattr(watching.infinite_watch, _MARK, None) is None:
         watching.infinite_watch = stripping(watching.infinite_watch)
     kopfs = getattr(processing.process_resource_event, _MARK, processing.process_resource_event)
-    processing.process_resource_event = releasing(kopfs, on_superseded, owned_wait)
+    processing.process_resource_event = releasing(kopfs, on_superseded)
