@@ -195,6 +195,13 @@ class OperatorMetrics:
         )
         for result in SCRAPE_RESULTS:
             self.trainer_scrapes.labels(result=result)
+        self.watch_events = Counter(
+            "gridwise_watch_events",
+            "Watch events that reached the operator, by the kind of object: the API server sends "
+            "only gridwise's own Jobs and pods, and every CarbonAwareJob.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.watch_events_superseded = Counter(
             "gridwise_watch_events_superseded",
             "Watch events not handled because a newer one of the same object was already queued.",

@@ -7,7 +7,10 @@ import gc
 from typing import Any, cast
 
 import kopf
+from kopf._cogs.structs import references
 
+from gridwise.api import LABEL_MANAGED_BY, MANAGER
+from gridwise.k8s.builders import common_labels
 from gridwise.k8s.runtime import EVENT_POSTERS, EVENT_WORKERS, WORKER_IDLE_S, LeanDiffBase, build_settings
 
 
@@ -81,6 +84,21 @@ def test_object_workers_give_their_slot_back_soon() -> None:
     assert settings.queueing.worker_limit == EVENT_WORKERS
     assert settings.queueing.idle_timeout == WORKER_IDLE_S
     assert EVENT_WORKERS / WORKER_IDLE_S >= 500, "objects a second the workers drain at the least"
+
+
+def test_the_api_server_sends_only_gridwises_own_jobs_and_pods() -> None:
+    # kopf's `labels=` on a handler filters on the client: without a server-side selector every
+    # Job and pod in the watched namespaces comes down the watch (tests/cluster/test_watch_scope.py).
+    settings = kopf.OperatorSettings()
+    build_settings(settings)
+    jobs = references.Resource("batch", "v1", "jobs", kind="Job")
+    pods = references.Resource("", "v1", "pods", kind="Pod")
+    cajs = references.Resource("gridwise.dev", "v1alpha1", "carbonawarejobs", kind="CarbonAwareJob")
+    selector = f"{LABEL_MANAGED_BY}={MANAGER}"
+    assert settings.watching.label_selectors.collect(jobs) == [selector]
+    assert settings.watching.label_selectors.collect(pods) == [selector]
+    assert settings.watching.label_selectors.collect(cajs) == [], "users' own resources stay whole"
+    assert common_labels("j")[LABEL_MANAGED_BY] == MANAGER, "what gridwise's Jobs and pods carry"
 
 
 def test_the_lean_essence_keeps_nothing_of_the_body_for_the_collector() -> None:

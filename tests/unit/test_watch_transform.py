@@ -433,6 +433,25 @@ def test_an_event_that_arrives_while_the_one_before_is_handled_leaves_that_one_h
     assert index == {"train-0": ["Failed"]}
 
 
+def test_every_event_is_counted_by_kind_handled_or_superseded() -> None:
+    received: list[str] = []
+    superseded: list[str] = []
+
+    async def processor(**_: Any) -> None:
+        pass
+
+    async def run() -> None:
+        wrapped = watch_transform.releasing(processor, superseded.append, received.append)
+        pressed = asyncio.Event()
+        pressed.set()  # a newer event of the same object waits
+        await wrapped(raw_event=pod("Pending"), stream_pressure=pressed)
+        await wrapped(raw_event=pod("Running"))
+        await wrapped(raw_event={"type": "ERROR", "object": "gone"})  # no object: kind unknown
+
+    asyncio.run(run())
+    assert received == ["Pod", "Pod", "None"] and superseded == ["Pod"]
+
+
 def test_an_event_is_handled_with_nothing_newer_queued_without_pressure_or_as_a_deletion() -> None:
     handled: list[str] = []
 

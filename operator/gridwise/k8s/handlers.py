@@ -28,6 +28,10 @@ from gridwise.k8s.wakeups import Wakeups, wall_seconds_until
 log = logging.getLogger(__name__)
 
 MIN_DELAY_S = 0.05
+# The Jobs and pods gridwise makes (builders.common_labels), the only ones it indexes.
+JOBS = ("batch", "v1", "jobs")
+PODS = ("", "v1", "pods")
+OWNED_LABELS = {LABEL_MANAGED_BY: MANAGER}
 JOB_SPEC_FIELDS = ("suspend", "parallelism", "completions", "completionMode")
 JOB_STATUS_FIELDS = ("active", "ready", "succeeded", "failed", "terminating", "completionTime")
 
@@ -145,6 +149,19 @@ async def run_job(
         reconciler.ctx.board.forget(*key)  # not reconciled here any more: /v1/signal reads the status
 
 
+def watch_only_owned(settings: kopf.OperatorSettings) -> None:
+    """Has the API server send only gridwise's own Jobs and pods down the watches.
+
+    The indexes' `labels` filter alone is kopf's, on the client: every other Job and pod in the
+    watched namespaces (a GPU cluster's other workloads, thousands of pods) would be listed,
+    streamed, decoded and queued by the operator only to be dropped (BENCHMARKS.md, issue 12,
+    fifteenth round). kopf passes these selectors to its lists and watches (`labelSelector`).
+    """
+    selector = ",".join(f"{key}={value}" for key, value in OWNED_LABELS.items())
+    for resource in (JOBS, PODS):
+        settings.watching.label_selectors[resource] = selector
+
+
 def register(
     registry: kopf.OperatorRegistry, reconciler: Reconciler, wakeups: Wakeups, *, tick_seconds: float
 ) -> None:
@@ -154,7 +171,7 @@ def register(
     # (a pause changes the Job, then each pod twice): one tick sees all of it.
     wake_soon = wakeups.wake_later
 
-    @kopf.index("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGER}, registry=registry, id="owned_jobs")
+    @kopf.index(*JOBS, labels=OWNED_LABELS, registry=registry, id="owned_jobs")
     async def owned_jobs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         # A change of the owned Job (created, suspended, finished, deleted) is news for its owner.
         wake_soon((namespace or "", name))
@@ -162,7 +179,7 @@ def register(
         reconciler.drains.seen((namespace or "", name), slim)  # its pods counted out: writes may go
         return {(namespace, name): slim}
 
-    @kopf.index("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGER}, registry=registry, id="job_pods")
+    @kopf.index(*PODS, labels=OWNED_LABELS, registry=registry, id="job_pods")
     async def job_pods(
         namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[Any, Any] | None:

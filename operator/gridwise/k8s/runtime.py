@@ -38,7 +38,7 @@ from gridwise.k8s import watch_transform
 from gridwise.k8s.builders import METRICS_PORT
 from gridwise.k8s.credentials import Credentials
 from gridwise.k8s.drains import HOLD_S
-from gridwise.k8s.handlers import register
+from gridwise.k8s.handlers import register, watch_only_owned
 from gridwise.k8s.kube import Kube
 from gridwise.k8s.lease import CannotLead, KubeLeaseAPI, LeaderElector, LeaseTiming
 from gridwise.k8s.reconciler import OperatorContext, Reconciler
@@ -117,6 +117,7 @@ def build_settings(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "gridwise-operator"  # the "From" column of kubectl describe
     settings.posting.event_name_prefix = "gridwise-"
+    watch_only_owned(settings)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
@@ -251,9 +252,13 @@ async def _run_kopf(shared: _Shared, kopf_stop: asyncio.Future[None], ready: asy
         board=shared.board,
     )
     registry = kopf.OperatorRegistry()
-    # kopf keeps bodies without managedFields, with shared strings, and skips superseded events.
-    superseded = shared.metrics.watch_events_superseded
-    watch_transform.install(on_superseded=lambda kind: superseded.labels(kind=kind).inc())
+    # kopf keeps bodies without managedFields, with shared strings, skips superseded events and
+    # counts every event it gets.
+    superseded, received = shared.metrics.watch_events_superseded, shared.metrics.watch_events
+    watch_transform.install(
+        on_superseded=lambda kind: superseded.labels(kind=kind).inc(),
+        on_event=lambda kind: received.labels(kind=kind).inc(),
+    )
     reconciler = Reconciler(ctx, pause_write_hold_s=config.pause_write_hold_s)
     # A job wanted for a decision (its zone changed, its spec was edited) does not wait behind its
     # own status write while that write waits for other jobs' pauses (drains.py).

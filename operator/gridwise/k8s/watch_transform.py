@@ -170,17 +170,23 @@ def _count_nothing(kind: str) -> None:
 
 
 def releasing(
-    processor: Callable[..., Coroutine[Any, Any, Any]], on_superseded: Callable[[str], None] = _count_nothing
+    processor: Callable[..., Coroutine[Any, Any, Any]],
+    on_superseded: Callable[[str], None] = _count_nothing,
+    on_event: Callable[[str], None] = _count_nothing,
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
     """`processor` (kopf's handling of one watch event) unless the event is `superseded` (then
-    `on_superseded` is told the object's kind), and the event's object released after either."""
+    `on_superseded` is told the object's kind), and the event's object released after either.
+
+    `on_event` is told the kind of every event, handled or not."""
 
     async def process(
         *args: Any, raw_event: Any, stream_pressure: asyncio.Event | None = None, **kwargs: Any
     ) -> Any:
         try:
+            kind = str((_object_of(raw_event) or {}).get("kind"))
+            on_event(kind)
             if superseded(raw_event, stream_pressure):
-                on_superseded(str((_object_of(raw_event) or {}).get("kind")))
+                on_superseded(kind)
                 return None  # nothing patched: kopf expects no new resource version
             return await processor(*args, raw_event=raw_event, stream_pressure=stream_pressure, **kwargs)
         finally:
@@ -190,10 +196,12 @@ def releasing(
     return process
 
 
-def install(on_superseded: Callable[[str], None] = _count_nothing) -> None:
-    """Wraps kopf's watch stream once and its event processing (again, for this `on_superseded`);
-    call before kopf starts watching."""
+def install(
+    on_superseded: Callable[[str], None] = _count_nothing, on_event: Callable[[str], None] = _count_nothing
+) -> None:
+    """Wraps kopf's watch stream once and its event processing (again, for these counters); call
+    before kopf starts watching."""
     if getattr(watching.infinite_watch, _MARK, None) is None:
         watching.infinite_watch = stripping(watching.infinite_watch)
     kopfs = getattr(processing.process_resource_event, _MARK, processing.process_resource_event)
-    processing.process_resource_event = releasing(kopfs, on_superseded)
+    processing.process_resource_event = releasing(kopfs, on_superseded, on_event)
