@@ -432,7 +432,9 @@ def wait_ready(port: int, op: subprocess.Popen[bytes], timeout: float = 180.0) -
 
 
 def log(msg: str) -> None:
-    print(f"[scale-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    """A progress line, named after the benchmark script that runs (others import this one)."""
+    name = Path(sys.argv[0]).stem.replace("_", "-")
+    print(f"[{name} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def emit(result: dict[str, Any], json_out: Path | None) -> None:
