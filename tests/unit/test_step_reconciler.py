@@ -34,6 +34,7 @@ class FakeKube:
         self.fail_status: ApiException | None = None
         self.fail_patch: ApiException | None = None
         self.secret_error: ApiException | None = None
+        self.secret_reads = 0
         self.calls: list[tuple[str, str]] = []  # (verb, name) of every write, in order
         self.hold: dict[str, asyncio.Event] = {}  # a read of this Job waits until the event is set
 
@@ -69,6 +70,8 @@ class FakeKube:
         return []
 
     async def read_secret(self, ns: str, name: str) -> dict[str, str]:
+        self.secret_reads += 1
+        await asyncio.sleep(0)  # the other jobs' ticks ask meanwhile
         if self.secret_error is not None:
             raise self.secret_error
         return {}
@@ -187,13 +190,22 @@ async def test_a_rejected_job_patch_ends_in_a_condition_not_an_exception(env: An
 async def test_a_missing_secret_is_a_named_stale_signal(env: Any) -> None:
     reconciler, kube, clock = env
     carbon = {"provider": "static", "zone": "XX", "staticGramsPerKWh": 900, "secretRef": {"name": "creds"}}
+    kube.secret_error = ApiException(status=404, reason="not found")
     await reconciler.tick(body(carbon=carbon))
     clock.advance(60)
-    kube.secret_error = ApiException(status=404, reason="not found")
     result = await reconciler.tick(body(kube.statuses[-1], carbon=carbon))
     cond = next(c for c in result.status["conditions"] if c["type"] == "CarbonSignalStale")
     assert cond["status"] == "True" and "Secret creds not found in namespace ns" in cond["message"]
     assert result.status["phase"] == "Running", "no signal: the job runs as its deadline requires"
+
+
+async def test_jobs_that_share_a_secret_read_it_once_per_wake(env: Any) -> None:
+    reconciler, kube, _ = env
+    carbon = {"provider": "static", "zone": "XX", "staticGramsPerKWh": 900, "secretRef": {"name": "creds"}}
+    jobs = [body(carbon=carbon, name=f"j{i}") for i in range(20)]
+    await asyncio.gather(*(reconciler.tick(b) for b in jobs))
+    await asyncio.gather(*(reconciler.tick(b) for b in jobs))
+    assert kube.secret_reads == 1, "one GET for 40 ticks of 20 jobs, not one per tick"
 
 
 async def test_a_provider_bug_is_a_stale_signal_not_a_frozen_job(env: Any, monkeypatch: Any) -> None:

@@ -43,6 +43,7 @@ from gridwise.k8s.actuator import ANNOTATION_GENERATION, ANNOTATION_SHAPE, Actua
 from gridwise.k8s.builders import METRICS_PORT, is_elastic, job_name
 from gridwise.k8s.drains import PauseDrains
 from gridwise.k8s.kube import Kube
+from gridwise.k8s.secret_cache import SecretCache
 from gridwise.metrics import JobView, OperatorMetrics
 from gridwise.progress import SCRAPE_SLOTS, SilentPods, scrape
 from gridwise.signal_hub import SignalHub
@@ -282,6 +283,7 @@ class Reconciler:
         self.drains = PauseDrains(pause_write_hold_s)
         self._silent = SilentPods()  # pods not to ask now: timed out a while ago, or refused in a wake
         self._scrape_slots = asyncio.Semaphore(SCRAPE_SLOTS)
+        self._secrets = SecretCache(self._read_secret)  # one read per Secret per minute, not per tick
         self.write_policy = write_policy or WritePolicy()
         # The status last written for each object, and when (clock time): what readers have seen.
         self._written: dict[str, tuple[dict[str, Any], datetime | None]] = {}
@@ -630,6 +632,9 @@ class Reconciler:
             return _stale_reading({"carbon": spec.carbon}, f"carbon signal failed: {classify(exc)[0]}", now)
 
     async def _secret(self, namespace: str, name: str) -> dict[str, str]:
+        return await self._secrets.get(namespace, name)
+
+    async def _read_secret(self, namespace: str, name: str) -> dict[str, str]:
         data = await self.ctx.kube.read_secret(namespace, name)
         return {k: v for k, v in data.items() if isinstance(v, str)}
 
