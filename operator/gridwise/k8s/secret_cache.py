@@ -37,6 +37,8 @@ class _Entry:
 
 
 class SecretCache:
+    """Secrets' values by (namespace, name), each read at most once per TTL (see the module doc)."""
+
     def __init__(
         self,
         read: Callable[[str, str], Awaitable[dict[str, str]]],
