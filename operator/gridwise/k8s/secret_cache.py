@@ -1,4 +1,4 @@
-"""Credentials Secrets read once per zone wake, not once per job and tick.
+"""Credentials Secrets read at most once a minute, not once per job and tick.
 
 Every job with `spec.carbon.secretRef` needs its Secret's values before it can read its carbon
 signal, and a job's tick comes often: every zone wake, every follow-up of its Job's or pods'
