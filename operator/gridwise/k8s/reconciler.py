@@ -611,7 +611,7 @@ class Reconciler:
         ref = (spec.carbon.get("secretRef") or {}).get("name")
         if ref:
             try:
-                secret = await self._secret(spec.namespace, str(ref))
+                secret = await self._secrets.get(spec.namespace, str(ref))
             except Exception as exc:
                 what, _ = classify(exc)
                 if isinstance(exc, ApiException) and exc.status == 404:
@@ -630,9 +630,6 @@ class Reconciler:
         except Exception as exc:  # a provider bug is an outage too, not a frozen job
             log.exception("carbon signal for %s/%s failed", spec.namespace, spec.name)
             return _stale_reading({"carbon": spec.carbon}, f"carbon signal failed: {classify(exc)[0]}", now)
-
-    async def _secret(self, namespace: str, name: str) -> dict[str, str]:
-        return await self._secrets.get(namespace, name)
 
     async def _read_secret(self, namespace: str, name: str) -> dict[str, str]:
         data = await self.ctx.kube.read_secret(namespace, name)
