@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 from kubernetes_asyncio import client, config
+from prometheus_client.samples import Sample
 
 from gridwise.devcluster import OPERATOR_USER, GPUNodePool, LocalControlPlane, free_port
 
@@ -265,18 +266,23 @@ OWN_COUNTERS = {
 OWN_LABELS = {"trainer_scrapes_skipped": {"result": "skipped"}}  # only the samples with these labels
 
 
-def operator_counters(port: int) -> dict[str, float]:
-    """The operator's OWN_COUNTERS now, each summed over its labels (those in OWN_LABELS only)."""
+def operator_samples(port: int) -> Iterator[Sample]:
+    """Every sample the operator's /metrics shows now."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    totals = dict.fromkeys(OWN_COUNTERS, 0.0)
     for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            for key, metric in OWN_COUNTERS.items():
-                if sample.name == metric and OWN_LABELS.get(key, {}).items() <= sample.labels.items():
-                    totals[key] += sample.value
+        yield from family.samples
+
+
+def operator_counters(port: int) -> dict[str, float]:
+    """The operator's OWN_COUNTERS now, each summed over its labels (those in OWN_LABELS only)."""
+    totals = dict.fromkeys(OWN_COUNTERS, 0.0)
+    for sample in operator_samples(port):
+        for key, metric in OWN_COUNTERS.items():
+            if sample.name == metric and OWN_LABELS.get(key, {}).items() <= sample.labels.items():
+                totals[key] += sample.value
     return totals
 
 
@@ -495,6 +501,11 @@ def operator_launcher(
         prelude += f"from gridwise.k8s import credentials; credentials.API_CONNECTIONS = {api_connections}; "
     if worker_idle_s is not None:
         prelude += f"from gridwise.k8s import runtime; runtime.WORKER_IDLE_S = {worker_idle_s!r}; "
+    return cli_with(prelude)
+
+
+def cli_with(prelude: str) -> list[str]:
+    """The command that runs gridwise's CLI after `prelude` (Python that sets up a variant)."""
     if not prelude:
         return [sys.executable, "-m", "gridwise.cli"]
     run = "import sys; from gridwise.cli import main; sys.exit(main(sys.argv[1:]))"

@@ -20,10 +20,8 @@ import argparse
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,10 @@ from scale_bench import (
     CHANGE,
     RssTimeline,
     caj,
+    cli_with,
     emit,
     log,
+    operator_samples,
     rss_kib,
     stop,
     wait_all_running,
@@ -91,17 +91,12 @@ def wait_until(what: str, check: Any, timeout: float) -> float:
 
 def counters(port: int) -> dict[str, float]:
     """The operator's CPU seconds and watch events by kind, now."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
     found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "process_cpu_seconds_total":
-                found["cpu_seconds"] = sample.value
-            elif sample.name == "gridwise_watch_events_total":
-                found[f"events_{sample.labels['kind']}"] = sample.value
+    for sample in operator_samples(port):
+        if sample.name == "process_cpu_seconds_total":
+            found["cpu_seconds"] = sample.value
+        elif sample.name == "gridwise_watch_events_total":
+            found[f"events_{sample.labels['kind']}"] = sample.value
     return found
 
 
@@ -118,12 +113,10 @@ def run_variant(
     while cp.kubectl("-n", namespace, "get", "sa", "default", check=False).returncode:
         time.sleep(0.2)
     port = free_port()
-    run = "import sys; from gridwise.cli import main; sys.exit(main(sys.argv[1:]))"
-    launcher = [sys.executable, "-c", prelude + run] if prelude else [sys.executable, "-m", "gridwise.cli"]
     op_log = (work / f"operator-{namespace}.log").open("wb")
     op = subprocess.Popen(
         [
-            *launcher, "operator", "run",
+            *cli_with(prelude), "operator", "run",
             "--kubeconfig", str(cp.operator_kubeconfig()),
             "--namespace", namespace, "--no-leader-election",
             "--http-host", "127.0.0.1", "--http-port", str(port),
