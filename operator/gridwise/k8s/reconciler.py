@@ -381,6 +381,11 @@ class Reconciler:
             self._latest[res.uid] = kept
             written = True
         else:
+            # A zone wake has a thousand ticks waiting here at once (other jobs' pauses first): each
+            # holds its status and patch packed, and none of the status it built on.
+            result = dataclasses.replace(result, status={}, prior={})
+            patch_kept = pack_status(patch)
+            del patch
             failing = res.uid in self._write_failure
             await self._after_pending_acts()
             if not await self.drains.settled((res.namespace, res.name)):
@@ -389,7 +394,7 @@ class Reconciler:
                 self._latest[res.uid] = kept
                 written, write_due = True, now
             else:
-                written = await self._write(res, kept, patch)
+                written = await self._write(res, kept, unpack_status(patch_kept))
                 if written:
                     self.ctx.metrics.status_writes.labels(reason=why).inc()
                     self._written[res.uid] = (kept, now)
@@ -405,6 +410,7 @@ class Reconciler:
                         "reconciled and its totals are kept in memory until a write succeeds",
                     )
                     result = dataclasses.replace(result, events=(*result.events, warning))
+            result = dataclasses.replace(result, status=unpack_status(kept))
         if not written and retry is None:
             retry = self._backoff(res.uid)
         if retry is None:
