@@ -8,11 +8,10 @@ otherwise at most every `max_interval`, while accounting keeps integrating in me
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 # Fields whose any change is worth a write: what `kubectl get/describe`, `kubectl wait`,
 # dashboards and other controllers read.
@@ -145,13 +144,3 @@ def status_patch(written: Mapping[str, Any] | None, status: Mapping[str, Any]) -
 
 
 _ABSENT = object()
-
-
-def pack_status(status: Mapping[str, Any]) -> bytes:
-    """A status kept between ticks, as compact JSON: what the API server would hold, in half the memory
-    of the dicts (benchmarks/kept_status_bench.py), for about 25 us to pack or unpack."""
-    return json.dumps(status, separators=(",", ":")).encode()
-
-
-def unpack_status(kept: bytes) -> dict[str, Any]:
-    return cast(dict[str, Any], json.loads(kept))

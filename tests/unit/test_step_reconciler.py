@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -485,24 +484,3 @@ async def test_a_pause_the_job_watch_has_not_shown_yet_is_not_made_twice(env: An
     clock.advance(5)
     later = await reconciler.tick(body(again.status), IndexView(kube.jobs["j"], []))
     assert later.status["phase"] == "Paused" and not reconciler._expected
-
-
-async def test_statuses_kept_between_ticks_are_compact_and_exact(env: Any) -> None:
-    """What the reconciler keeps per job is the status's JSON, not a dict (issue 12's memory), and a
-    tick that builds on it decides exactly as it would on the dict: a quiet tick writes nothing."""
-    reconciler, kube, clock = env
-    await reconciler.tick(body())  # creates the Job
-    clock.advance(30)
-    seen = await reconciler.tick(body())  # sees it, suspended on a dirty grid: Paused
-    assert seen.written and seen.status["phase"] == "Paused"
-    kept_written, _ = reconciler._written["caj-j"]
-    assert isinstance(kept_written, bytes) and reconciler._latest["caj-j"] is kept_written
-    assert json.loads(kept_written) == seen.status
-    writes = len(kube.statuses)
-    clock.advance(30)
-    quiet = await reconciler.tick(body())  # the watch has shown no write yet: builds on what is kept
-    assert len(kube.statuses) == writes, "nothing a reader uses changed: no write"
-    assert quiet.write_due is not None, "the clock-only change is due when the interval runs out"
-    assert json.loads(reconciler._latest["caj-j"]) == quiet.status
-    assert quiet.status["accounting"]["lastTime"] == "2030-01-06T00:01:00Z"
-    assert quiet.status["pauseTimes"] == seen.status["pauseTimes"]

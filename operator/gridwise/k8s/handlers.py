@@ -98,24 +98,6 @@ def next_delay(reconciler: Reconciler, result: TickResult, interval_s: float) ->
     return max(MIN_DELAY_S, delay)
 
 
-async def _reconcile_once(
-    reconciler: Reconciler,
-    wakeups: Wakeups,
-    body: kopf.Body,
-    indexes: tuple[kopf.Index[Any, Any], kopf.Index[Any, Any]],
-    urgent: bool,
-    interval_s: float,
-) -> float:
-    """One tick, its Events posted; the delay to the next. The tick's result (a whole status) is not
-    kept while the job sleeps: the reconciler keeps its statuses compact."""
-    with wakeups.urgent_tick() if urgent else contextlib.nullcontext():
-        result = await reconciler.tick(body, _index_view(body, *indexes))
-    _post(body, result)
-    if result.retry_after is not None:
-        reconciler.ctx.metrics.reconcile_errors.inc()
-    return next_delay(reconciler, result, wakeups.safety_net_s(interval_s))
-
-
 async def run_job(
     reconciler: Reconciler,
     wakeups: Wakeups,
@@ -141,8 +123,13 @@ async def run_job(
                 wake.clear()  # what arrived meanwhile is seen by this tick
                 urgent = wakeups.claim_urgent(key)
             try:
-                delay = await _reconcile_once(reconciler, wakeups, body, indexes, urgent, interval_s)
+                with wakeups.urgent_tick() if urgent else contextlib.nullcontext():
+                    result = await reconciler.tick(body, _index_view(body, *indexes))
                 failures = 0
+                _post(body, result)
+                if result.retry_after is not None:
+                    reconciler.ctx.metrics.reconcile_errors.inc()
+                delay = next_delay(reconciler, result, wakeups.safety_net_s(interval_s))
             except Exception:  # the reconciler catches its own; this is the last line of defence
                 failures += 1
                 reconciler.ctx.metrics.reconcile_errors.inc()

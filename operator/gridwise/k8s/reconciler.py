@@ -47,7 +47,7 @@ from gridwise.k8s.secret_cache import SecretCache
 from gridwise.metrics import JobView, OperatorMetrics
 from gridwise.progress import SCRAPE_SLOTS, SilentPods, scrape
 from gridwise.signal_hub import SignalHub
-from gridwise.status_writes import WritePolicy, pack_status, status_patch, unpack_status, write_reason
+from gridwise.status_writes import WritePolicy, status_patch, write_reason
 from gridwise.step import (
     CREATE,
     DELETE,
@@ -286,8 +286,7 @@ class Reconciler:
         self._secrets = SecretCache(self._read_secret)  # one read per Secret per minute, not per tick
         self.write_policy = write_policy or WritePolicy()
         # The status last written for each object, and when (clock time): what readers have seen.
-        # Statuses are kept as compact JSON (`pack_status`): half the memory of the dicts.
-        self._written: dict[str, tuple[bytes, datetime | None]] = {}
+        self._written: dict[str, tuple[dict[str, Any], datetime | None]] = {}
         self._write_failure: dict[str, str] = {}  # uid -> why its last status write failed
         self._backoff_s, self._max_backoff_s = backoff_s, max_backoff_s
         self.actuator = Actuator(ctx.kube, ctx.signal_base)
@@ -295,7 +294,7 @@ class Reconciler:
         # The last status each object's tick computed, written or not (the write failed): the next
         # tick starts from it when the watched body is older (a failed write, or a watch event
         # that has not arrived yet), so no pause record, Event or interval is lost or repeated.
-        self._latest: dict[str, bytes] = {}
+        self._latest: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, int] = {}
         # Monotonic time before which a tick after a transient error is skipped (backoff).
         self._not_before: dict[str, float] = {}
@@ -357,47 +356,43 @@ class Reconciler:
             except SpecError:
                 return None
 
-        mine = unpack_status(pending)
-        if (t := last(mine)) is not None and ((theirs := last(status)) is None or t >= theirs):
-            return mine
+        mine, theirs = last(pending), last(status)
+        if mine is not None and (theirs is None or mine >= theirs):
+            return dict(pending)
         return status
 
     async def _tick(self, body: Mapping[str, Any], res: Resource, index: IndexView | None) -> TickResult:
         now = self.ctx.clock.now()
+        status = self._status_in(res, body)
         seen: dict[str, Any] = {}
         self._begin_deciding()
         try:
-            # The status it builds on is passed on, not held while this tick waits to write.
-            status = self._status_in(res, body)
             result, observed, retry = await self._decide_and_act(body, res, status, index, now, seen)
-            del status
         finally:
             self._done_deciding()
         # Write only what readers use when it changes, else at most every policy interval
         # (status_writes.py); a deferred status stays in memory and the next tick builds on it.
-        kept = pack_status(result.status)
-        why, patch, write_due = self._against_written(res, body, result.status, now)
+        written_status, written_at = self._written.get(res.uid) or _as_written(body)
+        why = write_reason(written_status, written_at, result.status, now, self.write_policy)
+        write_due: datetime | None = None
         if why is None:
-            self._latest[res.uid] = kept
+            self._latest[res.uid] = result.status
             written = True
+            if written_at is not None and result.status != written_status:
+                write_due = written_at + self.write_policy.max_interval
         else:
-            # A zone wake has a thousand ticks waiting here at once (other jobs' pauses first): each
-            # holds its status and patch packed, and none of the status it built on.
-            result = dataclasses.replace(result, status={}, prior={})
-            patch_kept = pack_status(patch)
-            del patch
             failing = res.uid in self._write_failure
             await self._after_pending_acts()
             if not await self.drains.settled((res.namespace, res.name)):
                 # Wanted for a decision while the write waited for other jobs' pauses: the tick
                 # that follows at once builds on this status and writes it (drains.py).
-                self._latest[res.uid] = kept
+                self._latest[res.uid] = result.status
                 written, write_due = True, now
             else:
-                written = await self._write(res, kept, unpack_status(patch_kept))
+                written = await self._write(res, result.status, status_patch(written_status, result.status))
                 if written:
                     self.ctx.metrics.status_writes.labels(reason=why).inc()
-                    self._written[res.uid] = (kept, now)
+                    self._written[res.uid] = (result.status, now)
                     if self._write_failure.pop(res.uid, None) is not None:
                         log.info("%s: status written again", res.key)
                 elif not failing:
@@ -410,7 +405,6 @@ class Reconciler:
                         "reconciled and its totals are kept in memory until a write succeeds",
                     )
                     result = dataclasses.replace(result, events=(*result.events, warning))
-            result = dataclasses.replace(result, status=unpack_status(kept))
         if not written and retry is None:
             retry = self._backoff(res.uid)
         if retry is None:
@@ -439,23 +433,6 @@ class Reconciler:
             retry,
             write_due,
         )
-
-    def _against_written(
-        self, res: Resource, body: Mapping[str, Any], status: Mapping[str, Any], now: datetime
-    ) -> tuple[str | None, dict[str, Any], datetime | None]:
-        """Why `status` must be written now (or None), the patch from what readers have, and when a
-        deferred status is due (its interval runs out).
-
-        A method of its own so a tick waiting to write holds the patch, not the last written status.
-        """
-        kept = self._written.get(res.uid)
-        written, written_at = (unpack_status(kept[0]), kept[1]) if kept else _as_written(body)
-        why = write_reason(written, written_at, status, now, self.write_policy)
-        if why is not None:
-            return why, status_patch(written, status), None
-        if written_at is not None and status != written:
-            return None, {}, written_at + self.write_policy.max_interval
-        return None, {}, None
 
     async def _decide_and_act(
         self,
@@ -510,11 +487,11 @@ class Reconciler:
         self._failures[uid] = n + 1
         return float(min(self._max_backoff_s, self._backoff_s * 2.0**n))
 
-    async def _write(self, res: Resource, kept: bytes, patch: Mapping[str, Any]) -> bool:
-        """Writes the status (`kept`, sent as `patch`); on failure keeps it in memory for the next tick."""
+    async def _write(self, res: Resource, status: dict[str, Any], patch: Mapping[str, Any]) -> bool:
+        """Writes the status (as `patch`); on failure keeps it in memory for the next tick."""
         try:
             await self.ctx.kube.patch_status(GROUP, VERSION, PLURAL, res.namespace, res.name, patch)
-            self._latest[res.uid] = kept
+            self._latest[res.uid] = status
             return True
         except ApiException as exc:
             if exc.status == 404:  # deleted meanwhile: nothing to keep
@@ -523,7 +500,7 @@ class Reconciler:
             what, _ = classify(exc)
         except Exception as exc:
             what, _ = classify(exc)
-        self._latest[res.uid] = kept
+        self._latest[res.uid] = status
         self.ctx.metrics.reconcile_errors.inc()
         self.ctx.metrics.status_write_errors.inc()
         log.warning("%s: status write failed (%s); kept in memory, retried next tick", res.key, what)
