@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 # A TLS record carries at most 16 KiB, so a read of 64 KiB still takes four at once.
 TLS_READ_BUFFER = 64 * 1024
+# A zone wake frees most of what it builds within seconds, while the next burst (the held status
+# writes, their watch echoes, the follow-up ticks) is still coming: trimming every 5 s instead of
+# 30 s lowered the peak at 1000 jobs by 2-4 MiB (BENCHMARKS.md, issue 12, sixteenth round), for
+# a few milliseconds of the event loop per trim.
+TRIM_INTERVAL_S = 5.0
 
 
 def _load_trim() -> Callable[[int], int] | None:
@@ -53,7 +58,7 @@ def can_release() -> bool:
     return _TRIM is not None
 
 
-async def release_periodically(stop: asyncio.Event, interval_s: float = 30.0) -> None:
+async def release_periodically(stop: asyncio.Event, interval_s: float = TRIM_INTERVAL_S) -> None:
     """Until `stop`: trims every `interval_s` wall seconds (a few milliseconds for a 100 MiB heap)."""
     if _TRIM is None:
         log.debug("no malloc_trim in this C library: freed heap stays with the process")
