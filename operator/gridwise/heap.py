@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 TLS_READ_BUFFER = 64 * 1024
 # A zone wake frees most of what it builds within seconds, while the next burst (the held status
 # writes, their watch echoes, the follow-up ticks) is still coming: trimming every 5 s instead of
-# 30 s lowered the peak at 1000 jobs by 2-4 MiB (BENCHMARKS.md, issue 12, sixteenth round), for
-# a few milliseconds of the event loop per trim.
+# 30 s lowered the peak at 1000 jobs by about 2.5 MiB (BENCHMARKS.md, issue 12, sixteenth round),
+# for a few milliseconds of the event loop per trim.
 TRIM_INTERVAL_S = 5.0
 
 
