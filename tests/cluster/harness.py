@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from gridwise.devcluster import Cluster, free_port
 
@@ -144,6 +145,15 @@ class OperatorProcess:
 
     def metrics(self) -> str:
         return self.get("/metrics")[1]
+
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """The samples of /metrics called `name` (`..._total`, `..._count`), labels and value, in order."""
+        return [
+            (sample.labels, sample.value)
+            for family in text_string_to_metric_families(self.metrics())
+            for sample in family.samples
+            if sample.name == name
+        ]
 
     def stop(self, sig_kill: bool = False) -> None:
         if self.proc is None or self.proc.poll() is not None:

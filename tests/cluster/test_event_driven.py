@@ -101,8 +101,8 @@ def test_a_grid_change_is_acted_on_at_once_not_at_the_next_poll(
     finally:
         jobs.close()
         cajs.close()
-    wakes = [ln for ln in op.metrics().splitlines() if ln.startswith("gridwise_zone_wakes_total")]
-    assert wakes and float(wakes[0].split()[-1]) >= 1, op.metrics()
+    wakes = op.samples("gridwise_zone_wakes_total")
+    assert wakes and wakes[0][1] >= 1, op.metrics()
     # The status is written once the Job controller counts no active pod: in a mass pause the
     # cluster stops pods before it takes a thousand status writes (drains.py).
     drained = jobs.first(lambda f: f == ["true"])
@@ -174,7 +174,5 @@ def test_a_job_whose_state_does_not_change_is_not_rewritten(
 
 
 def _reconciles(op: OperatorProcess) -> float:
-    for line in op.metrics().splitlines():
-        if line.startswith("gridwise_reconcile_duration_seconds_count"):
-            return float(line.split()[-1])
-    return 0.0
+    counts = op.samples("gridwise_reconcile_duration_seconds_count")
+    return counts[0][1] if counts else 0.0

@@ -32,12 +32,7 @@ RUN_WHILE_CLEAN = {"type": "threshold", "thresholdGramsPerKWh": 300}
 
 def _events(op: OperatorProcess) -> dict[str, float]:
     """`gridwise_watch_events_total` by kind."""
-    counts: dict[str, float] = {}
-    for line in op.metrics().splitlines():
-        if line.startswith("gridwise_watch_events_total{"):
-            kind = line.split('kind="', 1)[1].split('"', 1)[0]
-            counts[kind] = float(line.split()[-1])
-    return counts
+    return {labels["kind"]: value for labels, value in op.samples("gridwise_watch_events_total")}
 
 
 def _steady(
